@@ -1,0 +1,91 @@
+"""What every alignment method shares: a TrainingArguments subclass with this project's defaults,
+and a Trainer that measures step time and peak memory and logs method-specific metrics."""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import torch
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+from tvaccine.errors import UserError
+
+
+@dataclass
+class AlignmentConfig(TrainingArguments):
+    """Defaults follow the Vaccine / T-Vaccine alignment stage (LoRA, lr 1e-3, AdamW)."""
+
+    output_dir: str = field(default="runs/align", metadata={"help": "Where the adapter and logs go."})
+    learning_rate: float = field(default=1e-3, metadata={"help": "Alignment learning rate (papers: 1e-3)."})
+    per_device_train_batch_size: int = field(default=8, metadata={"help": "Micro-batch size per device."})
+    num_train_epochs: float = field(default=1.0, metadata={"help": "Epochs over the alignment data."})
+    weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay."})
+    warmup_steps: float = field(default=0.0, metadata={"help": "Warm-up steps (a float < 1 is a ratio)."})
+    lr_scheduler_type: str = field(default="constant", metadata={"help": "Learning-rate schedule."})
+    logging_steps: float = field(default=1, metadata={"help": "Log every this many optimizer steps."})
+    save_strategy: str = field(default="no", metadata={"help": "Trainer checkpointing ('steps' to resume)."})
+    report_to: str | list[str] = field(default="none", metadata={"help": "Trainer integrations to log to."})
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the tokenized columns."})
+    disable_tqdm: bool = field(default=False, metadata={"help": "Hide the progress bar."})
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    """CUDA peak allocated on a GPU, the process's peak resident set size on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+class StepCostMeter(TrainerCallback):
+    """Wall time of every optimizer step (the first one is kept apart: it pays one-off set-up)."""
+
+    def __init__(self):
+        self.step_times: list[float] = []
+        self._start = None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self._start is not None:
+            self.step_times.append(time.perf_counter() - self._start)
+
+    def summary(self) -> dict:
+        steady = self.step_times[1:] or self.step_times
+        return {"steps": len(self.step_times), "first_step_s": self.step_times[0] if self.step_times else None,
+                "mean_step_s": sum(steady) / len(steady) if steady else None}
+
+
+class AlignmentTrainer(Trainer):
+    """A Trainer that meters cost and averages per-step method metrics into the normal log lines."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.cost_meter = StepCostMeter()
+        self.add_callback(self.cost_meter)
+        self._metric_sums: dict[str, list[float]] = defaultdict(list)
+
+    def record_metric(self, name: str, value: float) -> None:
+        self._metric_sums[name].append(float(value))
+
+    def log(self, logs: dict, *args, **kwargs) -> None:
+        if "loss" in logs:
+            for name, values in self._metric_sums.items():
+                logs[name] = sum(values) / len(values)
+            self._metric_sums.clear()
+        super().log(logs, *args, **kwargs)
+
+    def costs(self) -> dict:
+        return {**self.cost_meter.summary(), "peak_memory_bytes": peak_memory_bytes(self.args.device),
+                "memory_kind": "cuda_max_allocated" if self.args.device.type == "cuda" else "peak_rss"}
+
+
+def require(condition: bool, message: str) -> None:
+    """Config validation: a one-line UserError instead of an assert deep inside training."""
+    if not condition:
+        raise UserError(message)

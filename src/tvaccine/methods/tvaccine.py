@@ -1,0 +1,126 @@
+"""T-Vaccine (Liu et al., 2024): Vaccine on a few safety-critical layers at a time.
+
+Every K optimizer steps a probe on harmful data re-estimates which layers matter for safety
+(p_l from the harmful-gradient norms); every J steps S layers are drawn from p. Between draws only
+the LoRA parameters of those S layers train, only they are perturbed (the norm taken over them),
+and every other decoder layer runs under activation checkpointing: their activations are not
+stored, which is where the memory saving comes from.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch.utils.data import DataLoader
+
+from tvaccine.layer_selection import LayerSampler, layer_probabilities, probe_harmful_gradient_norms
+from tvaccine.methods.base import require
+from tvaccine.methods.vaccine import VaccineConfig, VaccineTrainer
+from tvaccine.models import layer_index_of
+
+
+@dataclass
+class TVaccineConfig(VaccineConfig):
+    rho: float = field(default=3.0, metadata={"help": "Perturbation budget over the S perturbed layers "
+                                                       "(T-Vaccine paper default 3)."})
+    layers_per_draw: int | None = field(default=None, metadata={
+        "help": "S, the number of layers perturbed and trained at a time (paper: 8 of 32). Default: "
+                "8, or a quarter of the depth for models with fewer than 32 layers."})
+    resample_every: int = field(default=20, metadata={"help": "J: draw new layers every J optimizer steps."})
+    probe_every: int = field(default=200, metadata={"help": "K: re-probe layer importance every K steps."})
+    probe_samples: int = field(default=200, metadata={"help": "Harmful samples in each probe."})
+    probability_temperature: float = field(default=1.0, metadata={
+        "help": "1 = the paper's p_l = s_l/sum(s). Other values use s_l^(1/T) (a non-paper variant)."})
+    checkpoint_unselected: bool = field(default=True, metadata={
+        "help": "Run layers outside the S under activation checkpointing (the memory saving)."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        require(self.layers_per_draw is None or self.layers_per_draw >= 1,
+                f"S (layers per draw) must be >= 1, got {self.layers_per_draw}")
+        require(self.resample_every >= 1, f"J (resample every) must be >= 1, got {self.resample_every}")
+        require(self.probe_every >= 1, f"K (probe every) must be >= 1, got {self.probe_every}")
+        require(self.probe_samples >= 1, f"probe samples must be >= 1, got {self.probe_samples}")
+        require(self.probability_temperature > 0, "probability temperature must be > 0")
+
+    def resolve_layers_per_draw(self, num_layers: int) -> int:
+        if self.layers_per_draw is None:
+            return 8 if num_layers >= 32 else max(1, math.ceil(num_layers / 4))
+        require(self.layers_per_draw <= num_layers,
+                f"S = {self.layers_per_draw} layers per draw, but the model has only {num_layers}")
+        return self.layers_per_draw
+
+
+class TVaccineTrainer(VaccineTrainer):
+    def __init__(self, *args, probe_dataset=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        require(probe_dataset is not None and len(probe_dataset) > 0,
+                "T-Vaccine needs a non-empty harmful probe set")
+        self.probe_dataset = probe_dataset
+        num_layers = len(self.hooks.layers)
+        self.sampler = LayerSampler(num_layers, self.args.resolve_layers_per_draw(num_layers), self.args.seed)
+        self.layer_history: list[dict] = []
+        self._lora_by_layer: dict[int, list[torch.nn.Parameter]] = {i: [] for i in range(num_layers)}
+        for name, param in self.model.named_parameters():
+            index = layer_index_of(name)
+            if "lora_" in name and index is not None:
+                self._lora_by_layer[index].append(param)
+        require(any(self._lora_by_layer.values()), "T-Vaccine trains LoRA adapters: the model has none")
+        self._checkpointing = self.args.checkpoint_unselected and self._enable_layer_checkpointing()
+        self._last_step = None
+
+    def _enable_layer_checkpointing(self) -> bool:
+        """Turn on transformers' per-layer activation checkpointing (non-reentrant, so the backward
+        still stops at the lowest trainable layer), then switch it per layer in ``_select``."""
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        if not getattr(base, "supports_gradient_checkpointing", False):
+            return False
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        return all(hasattr(layer.layer, "gradient_checkpointing") for layer in self.hooks.layers)
+
+    def perturbed_layers(self) -> list[int]:
+        return self.sampler.selected
+
+    def _set_layer_modes(self, trainable: set[int], checkpointed: set[int]) -> None:
+        for index, params in self._lora_by_layer.items():
+            for param in params:
+                param.requires_grad_(index in trainable)
+        if self._checkpointing:
+            for layer in self.hooks.layers:
+                layer.layer.gradient_checkpointing = layer.index in checkpointed
+
+    def probe(self, model) -> None:
+        everything = set(range(len(self.hooks.layers)))
+        # Every layer's attention output must carry a gradient; checkpoint all of them so the probe
+        # costs no more memory than a T-Vaccine step. autograd.grad writes no parameter gradient.
+        self._set_layer_modes(trainable=everything, checkpointed=everything)
+        count = min(self.args.probe_samples, len(self.probe_dataset))
+        subset = torch.utils.data.Subset(self.probe_dataset, range(count))
+        loader = DataLoader(subset, batch_size=self.args.per_device_train_batch_size, collate_fn=self.data_collator)
+        model.train()
+        with self.accelerator.no_sync(model):
+            norms = probe_harmful_gradient_norms(
+                self.hooks, loader, lambda batch: self.compute_loss(model, self._prepare_inputs(batch)))
+        self.sampler.probabilities = layer_probabilities(norms, self.args.probability_temperature)
+        self.layer_history.append({"step": self.state.global_step, "event": "probe", "norms": norms.tolist(),
+                                   "probabilities": self.sampler.probabilities.tolist()})
+
+    def _maybe_update_selection(self, model) -> None:
+        step = self.state.global_step
+        if step == self._last_step:  # later micro-batches of the same optimizer step
+            return
+        self._last_step = step
+        if step % self.args.probe_every == 0:
+            self.probe(model)
+        if step % self.args.resample_every == 0 or not self.sampler.selected:
+            selected = self.sampler.draw()
+            self.layer_history.append({"step": step, "event": "draw", "selected": selected})
+        selected = set(self.sampler.selected)
+        self._set_layer_modes(trainable=selected, checkpointed=set(range(len(self.hooks.layers))) - selected)
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        self._maybe_update_selection(model)
+        self.record_metric("layers_selected", len(self.sampler.selected))
+        return super().training_step(model, inputs, num_items_in_batch)

