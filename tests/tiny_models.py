@@ -19,8 +19,29 @@ FAMILIES = {
 
 def tiny_model(family: str = "llama", layers: int = 4, seed: int = 0):
     config = AutoConfig.for_model(family, vocab_size=VOCAB, num_hidden_layers=layers,
-                                  max_position_embeddings=256, **FAMILIES[family])
+                                  max_position_embeddings=256, bos_token_id=1, eos_token_id=2,
+                                  pad_token_id=0, **FAMILIES[family])
     if family == "gpt2":
         config.n_layer = layers
     torch.manual_seed(seed)
     return AutoModelForCausalLM.from_config(config).float()
+
+
+def token_batch(batch: int = 4, length: int = 12, prompt: int = 4, seed: int = 0) -> dict:
+    """A batch of random token ids whose first ``prompt`` positions are masked out of the loss."""
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, VOCAB, (batch, length), generator=generator)
+    labels = ids.clone()
+    labels[:, :prompt] = -100
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+
+
+def token_dataset(rows: int = 16, length: int = 12, seed: int = 0):
+    from datasets import Dataset
+
+    batch = token_batch(rows, length, seed=seed)
+    return Dataset.from_dict({k: v.tolist() for k, v in batch.items()})
+
+
+def stack_collator(features):
+    return {k: torch.tensor([f[k] for f in features]) for k in features[0]}

@@ -1,0 +1,5 @@
+import sys
+
+from tvaccine.cli import main
+
+sys.exit(main())

@@ -1,0 +1,228 @@
+"""The ``tvaccine`` command. Sub-commands only parse, validate and call into the package."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from tvaccine.errors import UserError
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    from tvaccine.models import DEFAULT_MODEL
+
+    parser.add_argument("--model", default=DEFAULT_MODEL,
+                        help=f"hub id, local directory or .gguf file (default: {DEFAULT_MODEL}, offline)")
+    parser.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], help="default: fp32 on CPU, bf16 on GPU")
+    parser.add_argument("--trust-remote-code", action="store_true", help="allow custom modeling code from the hub")
+
+
+def _load(args, adapter: str | None = None):
+    from tvaccine.models import check_adapter, load_adapter, load_model
+
+    if adapter:
+        check_adapter(adapter)  # fail on a wrong path before the model loads
+    model, tokenizer = load_model(args.model, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
+    if adapter:
+        model = load_adapter(model, adapter)
+    return model, tokenizer
+
+
+# ------------------------------------------------------------------------------------------- generate
+
+def cmd_generate(args) -> None:
+    from tvaccine.evaluation.generation import generate_answers
+
+    prompts = list(args.prompt)
+    if args.prompts_file:
+        path = Path(args.prompts_file)
+        if not path.is_file():
+            raise UserError(f"prompts file not found: {path}")
+        prompts += [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if not prompts:
+        raise UserError("no prompt given: pass one as an argument or use --prompts-file")
+    start = time.perf_counter()
+    model, tokenizer = _load(args, args.adapter)
+    print(f"[model loaded in {time.perf_counter() - start:.1f} s]", file=sys.stderr)
+    answers = generate_answers(model, tokenizer, [{"instruction": p} for p in prompts], args.template,
+                               args.max_new_tokens, args.batch_size, progress=None if len(prompts) == 1 else "generating")
+    for prompt, answer in zip(prompts, answers):
+        print(answer if len(prompts) == 1 else f"### {prompt}\n{answer}\n")
+
+
+# ------------------------------------------------------------------------------------------- data
+
+def cmd_data(args) -> None:
+    from tvaccine.data.formatting import format_prompt
+    from tvaccine.data.sources import available_sources, load_source
+
+    if args.action == "list" or not args.source:
+        for name, help in available_sources().items():
+            print(f"{name:14s} {help}")
+        return
+    source = load_source(args.source)
+    print(f"{source.name}: {source.description}".rstrip(": "))
+    for split, records in source.splits.items():
+        print(f"  split {split}: {len(records)} records")
+        categories = {}
+        for record in records:
+            if record.get("category"):
+                categories[record["category"]] = categories.get(record["category"], 0) + 1
+        for category, count in sorted(categories.items()):
+            print(f"    {category}: {count}")
+    first_split = next(iter(source.splits.values()))
+    for record in first_split[:args.n]:
+        print("-" * 60)
+        print(format_prompt(record, template="alpaca") + record.get("output", ""))
+
+
+# ------------------------------------------------------------------------------------------- align
+
+_METHOD_OPTIONS = {  # CLI flag -> config field, for the method knobs
+    "rho": "rho", "tau": "perturbation_interval", "layers_per_draw": "layers_per_draw",
+    "resample_every": "resample_every", "probe_every": "probe_every", "probe_samples": "probe_samples",
+    "probability_temperature": "probability_temperature",
+}
+
+
+def cmd_align(args) -> None:
+    from tvaccine.alignment import AlignSpec, run_alignment
+
+    train = {"learning_rate": args.lr, "per_device_train_batch_size": args.batch_size,
+             "gradient_accumulation_steps": args.grad_accum, "num_train_epochs": args.epochs,
+             "use_cpu": args.cpu}
+    if args.max_steps:
+        train["max_steps"] = args.max_steps
+    if args.method == "sft" and any(getattr(args, f) is not None for f in _METHOD_OPTIONS):
+        raise UserError("--rho/--tau/--layers-per-draw/... do not apply to --method sft")
+    for flag, name in _METHOD_OPTIONS.items():
+        if getattr(args, flag) is not None:
+            if args.method == "vaccine" and flag not in ("rho", "tau"):
+                raise UserError(f"--{flag.replace('_', '-')} applies to --method t-vaccine only")
+            train[name] = getattr(args, flag)
+    spec = AlignSpec(method=args.method, model=args.model, safety_data=args.data, benign_data=args.benign or None,
+                     n_safety=args.n_safety, n_benign=args.n_benign, probe_data=args.harmful,
+                     template=args.template, max_length=args.max_length, lora_r=args.lora_r,
+                     lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, seed=args.seed, dtype=args.dtype,
+                     trust_remote_code=args.trust_remote_code, train=train)
+    summary = run_alignment(spec, args.out, overwrite=args.overwrite)
+    print(json.dumps(summary, indent=2))
+
+
+# ------------------------------------------------------------------------------------------- layers
+
+def cmd_layers(args) -> None:
+    from tvaccine.layer_report import probe_layers
+
+    model, tokenizer = _load(args, args.adapter)
+    result = probe_layers(model, tokenizer, args.harmful, args.samples, args.batch_size, args.template,
+                          args.max_length, Path(args.out))
+    for index, (norm, prob) in enumerate(zip(result["norms"], result["probabilities"])):
+        print(f"layer {index:3d}  ||dL_harm/dh|| = {norm:10.4f}  p = {prob:.3f}  {'#' * round(prob * 100)}")
+    print(f"saved {args.out}/layer_norms.json and {args.out}/layer_norms.png")
+
+
+# ------------------------------------------------------------------------------------------- parser
+
+def build_parser() -> argparse.ArgumentParser:
+    from tvaccine.data.formatting import TEMPLATES
+    from tvaccine.methods import METHODS
+
+    parser = argparse.ArgumentParser(prog="tvaccine", description="Alignment-stage defenses against harmful "
+                                     "fine-tuning: align (SFT/Vaccine/T-Vaccine), attack, evaluate, report.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("generate", help="answer prompts with a model (and optional adapter)")
+    p.add_argument("prompt", nargs="*", help="prompt(s) to answer")
+    p.add_argument("--prompts-file", help="a text file with one prompt per line")
+    p.add_argument("--adapter", help="a LoRA adapter directory to apply")
+    p.add_argument("--template", choices=TEMPLATES, default="alpaca")
+    p.add_argument("--max-new-tokens", type=_positive_int, default=128)
+    p.add_argument("--batch-size", type=_positive_int, default=8)
+    _add_model_args(p)
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("data", help="list data sources, or show one: tvaccine data show builtin:safety")
+    p.add_argument("action", choices=["list", "show"])
+    p.add_argument("source", nargs="?", help="source spec: name[:path][@split]")
+    p.add_argument("--n", type=int, default=2, help="formatted examples to print")
+    p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("align", help="align a model with SFT, Vaccine or T-Vaccine (LoRA)")
+    p.add_argument("--method", choices=list(METHODS), default="sft")
+    p.add_argument("--out", required=True, help="output directory (adapter, logs, costs)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    p.add_argument("--data", default="builtin:safety@align", help="harmful prompts with refusals")
+    p.add_argument("--benign", default="builtin:helpful@train", help="benign instructions mixed in ('' for none)")
+    p.add_argument("--n-safety", type=int, help="cap on refusal samples (default: all)")
+    p.add_argument("--n-benign", type=int, help="benign samples (default: as many as refusal samples)")
+    p.add_argument("--harmful", default="builtin:safety@harmful", help="T-Vaccine's harmful probe data")
+    p.add_argument("--template", choices=TEMPLATES, default="alpaca")
+    p.add_argument("--max-length", type=int, default=200)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--epochs", type=float, default=1.0)
+    p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
+    p.add_argument("--batch-size", type=_positive_int, default=8)
+    p.add_argument("--grad-accum", type=_positive_int, default=1)
+    p.add_argument("--lora-r", type=int, default=8)
+    p.add_argument("--lora-alpha", type=int, default=4)
+    p.add_argument("--lora-dropout", type=float, default=0.1)
+    p.add_argument("--rho", type=float, help="perturbation budget (Vaccine 2, T-Vaccine 3)")
+    p.add_argument("--tau", type=int, help="accelerated Vaccine: new perturbation every tau micro-batches")
+    p.add_argument("--layers-per-draw", type=int, help="T-Vaccine S (default 8, or depth/4 if < 32 layers)")
+    p.add_argument("--resample-every", type=int, help="T-Vaccine J (default 20)")
+    p.add_argument("--probe-every", type=int, help="T-Vaccine K (default 200)")
+    p.add_argument("--probe-samples", type=int, help="T-Vaccine probe size (default 200)")
+    p.add_argument("--probability-temperature", type=float, help="non-paper variant: p ~ s^(1/T)")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--cpu", action="store_true", help="train on the CPU even if a GPU is present")
+    _add_model_args(p)
+    p.set_defaults(func=cmd_align)
+
+    p = sub.add_parser("layers", help="probe which layers are safety-critical (harmful-gradient norms)")
+    p.add_argument("--harmful", default="builtin:safety@harmful")
+    p.add_argument("--adapter", help="probe an aligned model: its LoRA adapter directory")
+    p.add_argument("--samples", type=_positive_int, default=64)
+    p.add_argument("--batch-size", type=_positive_int, default=8)
+    p.add_argument("--template", choices=TEMPLATES, default="alpaca")
+    p.add_argument("--max-length", type=_positive_int, default=200)
+    p.add_argument("--out", default="runs/layers")
+    _add_model_args(p)
+    p.set_defaults(func=cmd_layers)
+
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse already printed a one-line usage error; its code is 2
+        return int(exc.code or 0)
+    try:
+        args.func(args)
+    except UserError as exc:
+        print(f"tvaccine: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tvaccine: interrupted; finished outputs are intact, unfinished ones were not written "
+              "(rerun the same command to redo them)", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

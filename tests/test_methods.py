@@ -1,0 +1,228 @@
+"""The semantics of SFT, Vaccine and T-Vaccine, on tiny random models."""
+
+import pytest
+import torch
+
+from tiny_models import stack_collator, tiny_model, token_batch, token_dataset
+from tvaccine.errors import UserError
+from tvaccine.layer_selection import LayerSampler, layer_probabilities
+from tvaccine.methods import METHODS
+from tvaccine.models import add_lora, find_decoder_layers, layer_index_of
+from tvaccine.perturbation import AttentionHooks, attention_output_grads, gradient_norm, worst_case_perturbation
+
+
+def lora_model(layers=4, family="llama"):
+    return add_lora(tiny_model(family, layers=layers), dropout=0.0)
+
+
+def make_trainer(method, tmp_path, model=None, steps=1, **options):
+    config_class, trainer_class = METHODS[method]
+    args = config_class(output_dir=str(tmp_path / method), max_steps=steps, per_device_train_batch_size=4,
+                        disable_tqdm=True, use_cpu=True, seed=0, data_seed=0, logging_steps=1,
+                        lr_scheduler_type="constant", max_grad_norm=1e9, **options)
+    extra = {"probe_dataset": token_dataset(8, seed=1)} if method == "t-vaccine" else {}
+    return trainer_class(model=model or lora_model(), args=args, train_dataset=token_dataset(16),
+                         data_collator=stack_collator, **extra)
+
+
+def lora_state(model):
+    return {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n}
+
+
+def test_rho_zero_gives_exactly_the_sft_update(tmp_path):
+    sft = make_trainer("sft", tmp_path, steps=2)
+    sft.train()
+    vaccine = make_trainer("vaccine", tmp_path, steps=2, rho=0.0)
+    vaccine.train()
+    for name, value in lora_state(sft.model).items():
+        torch.testing.assert_close(lora_state(vaccine.model)[name], value, rtol=0, atol=0)
+
+
+def test_vaccine_update_differs_from_sft_when_rho_is_positive(tmp_path):
+    sft = make_trainer("sft", tmp_path, steps=2)
+    sft.train()
+    vaccine = make_trainer("vaccine", tmp_path, steps=2, rho=5.0)
+    vaccine.train()
+    diffs = [(lora_state(vaccine.model)[n] - v).abs().max().item() for n, v in lora_state(sft.model).items()]
+    assert max(diffs) > 1e-6
+
+
+def _lora_b_nonzero(model):
+    for name, param in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.1)
+    return model
+
+
+def test_perturbation_global_norm_equals_rho():
+    model = _lora_b_nonzero(lora_model())
+    hooks = AttentionHooks(find_decoder_layers(model))
+    grads, _ = attention_output_grads(hooks, range(4), lambda: model(**token_batch()).loss)
+    perturbation, norm = worst_case_perturbation(grads, rho=3.0)
+    assert norm > 0
+    assert gradient_norm(perturbation).item() == pytest.approx(3.0, rel=1e-5)
+    assert all(perturbation[i].shape == grads[i].shape for i in range(4))
+
+
+def test_lean_pass_one_matches_a_naive_full_backward():
+    model = _lora_b_nonzero(lora_model())
+    batch = token_batch()
+    hooks = AttentionHooks(find_decoder_layers(model))
+    lean, _ = attention_output_grads(hooks, range(4), lambda: model(**batch).loss)
+    assert all(p.grad is None for p in model.parameters())  # no parameter gradient written
+    with hooks.capture(range(4)) as captured:
+        loss = model(**batch).loss
+    for h in captured.values():
+        h.retain_grad()
+    loss.backward()
+    for index in range(4):
+        torch.testing.assert_close(lean[index], captured[index].grad)
+    naive, _ = worst_case_perturbation({i: h.grad for i, h in captured.items()}, 2.0)
+    ours, _ = worst_case_perturbation(lean, 2.0)
+    for index in range(4):
+        torch.testing.assert_close(ours[index], naive[index])
+
+
+def test_perturbation_is_added_to_the_attention_output_and_hooks_never_survive():
+    model = lora_model()
+    hooks = AttentionHooks(find_decoder_layers(model))
+    batch = token_batch()
+    with hooks.capture([1]) as clean:
+        model(**batch)
+    delta = torch.full_like(clean[1], 0.25)
+    with hooks.perturb({1: delta}), hooks.capture([1]) as seen:
+        model(**batch)
+    assert hooks.live_hooks() == 0
+    torch.testing.assert_close(seen[1], clean[1] + 0.25)  # hooks chain: capture sees the perturbed output
+    with pytest.raises(RuntimeError, match="boom"):
+        with hooks.perturb({1: delta}):
+            assert hooks.live_hooks() == 1
+            raise RuntimeError("boom")
+    assert hooks.live_hooks() == 0
+
+
+def test_no_hook_survives_training(tmp_path):
+    for method in ("vaccine", "t-vaccine"):
+        trainer = make_trainer(method, tmp_path, steps=2, **({"resample_every": 1, "probe_every": 1}
+                                                             if method == "t-vaccine" else {}))
+        trainer.train()
+        assert trainer.hooks.live_hooks() == 0
+
+
+def test_tvaccine_freezes_unselected_layers(tmp_path):
+    model = _lora_b_nonzero(lora_model(layers=6))
+    before = lora_state(model)
+    trainer = make_trainer("t-vaccine", tmp_path, model=model, steps=1, layers_per_draw=2, resample_every=5,
+                           probe_every=5, weight_decay=0.1)
+    grads_seen = {}
+
+    def record(*args, **kwargs):
+        for name, param in trainer.model.named_parameters():
+            if "lora_" in name:
+                grads_seen[name] = param.grad is not None and param.grad.abs().sum().item() > 0
+
+    trainer.optimizer = None
+    original = trainer.create_optimizer
+
+    def create_optimizer(*args, **kwargs):
+        optimizer = original(*args, **kwargs)
+        optimizer.register_step_pre_hook(record)
+        return optimizer
+
+    trainer.create_optimizer = create_optimizer
+    trainer.train()
+    selected = set(trainer.sampler.selected)
+    assert len(selected) == 2
+    after = lora_state(trainer.model)
+    for name, value in before.items():
+        layer = layer_index_of(name)
+        if layer in selected:
+            assert grads_seen[name], name
+        else:
+            assert not grads_seen[name], name
+            torch.testing.assert_close(after[name], value, rtol=0, atol=0)
+    assert any(not torch.equal(after[n], v) for n, v in before.items() if layer_index_of(n) in selected)
+
+
+def test_tvaccine_with_all_layers_equals_vaccine(tmp_path):
+    vaccine = make_trainer("vaccine", tmp_path, model=_lora_b_nonzero(lora_model()), steps=2, rho=3.0)
+    vaccine.train()
+    tvaccine = make_trainer("t-vaccine", tmp_path, model=_lora_b_nonzero(lora_model()), steps=2, rho=3.0,
+                            layers_per_draw=4, resample_every=1, probe_every=1)
+    tvaccine.train()
+    for name, value in lora_state(vaccine.model).items():
+        torch.testing.assert_close(lora_state(tvaccine.model)[name], value, rtol=1e-5, atol=1e-6)
+
+
+def test_tvaccine_probes_every_k_and_draws_every_j(tmp_path):
+    trainer = make_trainer("t-vaccine", tmp_path, model=lora_model(layers=8), steps=7, layers_per_draw=2,
+                           resample_every=2, probe_every=3)
+    trainer.train()
+    probes = [e["step"] for e in trainer.layer_history if e["event"] == "probe"]
+    draws = [e["step"] for e in trainer.layer_history if e["event"] == "draw"]
+    assert probes == [0, 3, 6]
+    assert draws == [0, 2, 4, 6]
+    for event in trainer.layer_history:
+        if event["event"] == "probe":
+            assert sum(event["probabilities"]) == pytest.approx(1.0)
+            assert len(event["norms"]) == 8 and min(event["norms"]) > 0
+
+
+def test_sampling_follows_the_layer_probabilities():
+    probabilities = layer_probabilities(torch.tensor([8.0, 4.0, 2.0, 1.0, 1.0]))
+    torch.testing.assert_close(probabilities, torch.tensor([0.5, 0.25, 0.125, 0.0625, 0.0625], dtype=torch.float64))
+    sampler = LayerSampler(5, 1, seed=0)
+    sampler.probabilities = probabilities
+    counts = torch.zeros(5)
+    draws = 4000
+    for _ in range(draws):
+        counts[sampler.draw()[0]] += 1
+    expected = probabilities.float() * draws
+    chi_square = ((counts - expected) ** 2 / expected).sum().item()
+    assert chi_square < 18.47  # 99.9% quantile of chi-square with 4 degrees of freedom
+    sampler.layers_per_draw = 3
+    picks = sampler.draw()
+    assert len(set(picks)) == 3 and picks == sorted(picks)
+
+
+def test_sampler_state_round_trip_reproduces_draws():
+    sampler = LayerSampler(10, 3, seed=7)
+    sampler.probabilities = layer_probabilities(torch.arange(1, 11).double())
+    sampler.draw()
+    state = sampler.state_dict()
+    first = [sampler.draw() for _ in range(5)]
+    clone = LayerSampler(10, 3, seed=123)
+    clone.load_state_dict(state)
+    assert [clone.draw() for _ in range(5)] == first
+
+
+@pytest.mark.parametrize("options,message", [
+    ({"rho": -1.0}, "rho must be >= 0"),
+    ({"layers_per_draw": 0}, "S .* must be >= 1"),
+    ({"resample_every": 0}, "J .* must be >= 1"),
+    ({"probe_every": 0}, "K .* must be >= 1"),
+])
+def test_bad_tvaccine_options_are_rejected_before_training(tmp_path, options, message):
+    with pytest.raises(UserError, match=message):
+        METHODS["t-vaccine"][0](output_dir=str(tmp_path), **options)
+
+
+def test_tvaccine_rejects_more_layers_than_the_model_has_and_an_empty_probe_set(tmp_path):
+    with pytest.raises(UserError, match="only 4"):
+        make_trainer("t-vaccine", tmp_path, layers_per_draw=5)
+    config_class, trainer_class = METHODS["t-vaccine"]
+    with pytest.raises(UserError, match="non-empty harmful probe set"):
+        trainer_class(model=lora_model(), args=config_class(output_dir=str(tmp_path), use_cpu=True),
+                      train_dataset=token_dataset(4), data_collator=stack_collator, probe_dataset=token_dataset(0))
+
+
+@pytest.mark.parametrize("family", ["gpt2", "opt", "gpt_neox", "phi", "gemma2", "qwen2"])
+def test_every_method_trains_every_family(tmp_path, family):
+    for method in METHODS:
+        model = _lora_b_nonzero(lora_model(layers=4, family=family))
+        before = lora_state(model)
+        options = {"layers_per_draw": 2, "resample_every": 1, "probe_every": 1} if method == "t-vaccine" else {}
+        trainer = make_trainer(method, tmp_path, model=model, steps=1, **options)
+        trainer.train()
+        changed = [n for n, v in lora_state(trainer.model).items() if not torch.equal(v, before[n])]
+        assert changed, (family, method)
