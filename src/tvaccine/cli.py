@@ -135,6 +135,72 @@ def cmd_layers(args) -> None:
     print(f"saved {args.out}/layer_norms.json and {args.out}/layer_norms.png")
 
 
+# ------------------------------------------------------------------------------------------- attack
+
+def cmd_attack(args) -> None:
+    from tvaccine.attack import AttackSpec, run_attack
+
+    spec = AttackSpec(model=args.model, aligned_adapter=args.adapter, task=args.task, harmful=args.harmful,
+                      eval_harmful=args.eval_harmful or None, n=args.n, p=args.p, learning_rate=args.lr,
+                      epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size,
+                      max_length=args.max_length, template=args.template, seed=args.seed, dtype=args.dtype,
+                      use_cpu=args.cpu)
+    _, _, summary = run_attack(spec, args.out, overwrite=args.overwrite)
+    print(json.dumps(summary, indent=2))
+
+
+# ------------------------------------------------------------------------------------------- evaluate
+
+def cmd_evaluate(args) -> None:
+    from tvaccine.attack import AttackSpec, load_aligned
+    from tvaccine.evaluation.evaluate import EvalSpec, evaluate, evaluation_sets, score_generations
+    from tvaccine.evaluation.judges import check_judge
+    from tvaccine.models import check_adapter, load_adapter
+
+    spec = EvalSpec(harmful=args.harmful, task=args.task or None, borderline=args.borderline or None,
+                    n_harmful=args.n_harmful, n_task=args.n_task, n_borderline=args.n_borderline,
+                    judge=args.judge, template=args.template, max_new_tokens_harmful=args.max_new_tokens_harmful,
+                    max_new_tokens_task=args.max_new_tokens_task, batch_size=args.batch_size)
+    out = Path(args.out)
+    if args.rescore:
+        scores = score_generations(out, spec)
+    else:
+        spec.validate()
+        evaluation_sets(spec)
+        check_judge(spec.judge)
+        if args.attack_adapter:
+            check_adapter(args.attack_adapter)
+        if (out / "scores.json").exists() and not args.overwrite:
+            raise UserError(f"{out} already holds scores; pass --overwrite, or --rescore to re-judge saved answers")
+        model, tokenizer = load_aligned(AttackSpec(model=args.model, aligned_adapter=args.adapter, dtype=args.dtype))
+        if args.attack_adapter:
+            model = load_adapter(model, args.attack_adapter)
+        scores = evaluate(model, tokenizer, spec, out)
+    print(json.dumps(scores, indent=2))
+
+
+# ------------------------------------------------------------------------------------------- run / report
+
+def cmd_run(args) -> None:
+    from tvaccine.pipeline import load_config, load_results, run_experiment
+    from tvaccine.report import write_report
+
+    config = load_config(args.preset, args.config)
+    results = Path(args.results or f"results/{config.get('name', args.preset or 'run')}")
+    start = time.perf_counter()
+    run_experiment(config, results)
+    print(write_report(results, load_results(results)))
+    print(f"\nreport: {results / 'report.md'} (wall time {(time.perf_counter() - start) / 60:.1f} min)")
+
+
+def cmd_report(args) -> None:
+    from tvaccine.pipeline import load_results
+    from tvaccine.report import write_report
+
+    print(write_report(Path(args.results), load_results(args.results)))
+    print(f"\nreport: {Path(args.results) / 'report.md'}")
+
+
 # ------------------------------------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
@@ -203,6 +269,56 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.set_defaults(func=cmd_layers)
 
+    p = sub.add_parser("attack", help="harmful fine-tuning attack on an aligned (or non-aligned) model")
+    p.add_argument("--adapter", help="the alignment LoRA adapter to merge first (omit: non-aligned model)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--task", default="builtin:sentiment", help="the user's benign task data")
+    p.add_argument("--harmful", default="builtin:safety@harmful", help="harmful prompt + compliant answer data")
+    p.add_argument("--eval-harmful", default="builtin:safety@eval", help="HS prompts that must not be trained on")
+    p.add_argument("--n", type=_positive_int, default=1000)
+    p.add_argument("--p", type=float, default=0.1, help="harmful ratio")
+    p.add_argument("--lr", type=float, default=1e-5)
+    p.add_argument("--epochs", type=float, default=20.0)
+    p.add_argument("--max-steps", type=int)
+    p.add_argument("--batch-size", type=_positive_int, default=10)
+    p.add_argument("--max-length", type=_positive_int, default=200)
+    p.add_argument("--template", choices=TEMPLATES, default="alpaca")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--cpu", action="store_true")
+    _add_model_args(p)
+    p.set_defaults(func=cmd_attack)
+
+    p = sub.add_parser("evaluate", help="harmful score, fine-tune accuracy and over-refusal of a model")
+    p.add_argument("--adapter", help="alignment adapter (merged first)")
+    p.add_argument("--attack-adapter", help="attack adapter applied on top")
+    p.add_argument("--out", required=True)
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--rescore", action="store_true", help="re-judge the generations saved in --out")
+    p.add_argument("--harmful", default="builtin:safety@eval")
+    p.add_argument("--task", default="builtin:sentiment", help="'' to skip fine-tune accuracy")
+    p.add_argument("--borderline", default="builtin:borderline", help="'' to skip over-refusal")
+    p.add_argument("--n-harmful", type=int, default=500)
+    p.add_argument("--n-task", type=int, default=500)
+    p.add_argument("--n-borderline", type=int, default=100)
+    p.add_argument("--judge", default="refusal", help="refusal | beaver-dam[:path] | llama-guard[:id] | hf:<id>")
+    p.add_argument("--template", choices=TEMPLATES, default="alpaca")
+    p.add_argument("--max-new-tokens-harmful", type=_positive_int, default=128)
+    p.add_argument("--max-new-tokens-task", type=_positive_int, default=200)
+    p.add_argument("--batch-size", type=_positive_int, default=16)
+    _add_model_args(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("run", help="the whole experiment (align, attack, evaluate, report); default preset cpu")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--preset", choices=["smoke", "cpu", "paper"])
+    group.add_argument("--config", help="a YAML run config")
+    p.add_argument("--results", help="results directory (default results/<name>); reruns reuse finished stages")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("report", help="table and plots from a results directory")
+    p.add_argument("results")
+    p.set_defaults(func=cmd_report)
     return parser
 
 

