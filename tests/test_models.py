@@ -82,3 +82,17 @@ def test_model_spec_errors(tmp_path):
     with pytest.raises(UserError, match="no config.json"):
         resolve_model(str(tmp_path))
     assert resolve_model("org/model") == ("hub", "org/model")
+
+
+def test_pickled_weights_are_refused_unless_allowed(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "pytorch_model.bin").write_bytes(b"pickle")
+    with pytest.raises(UserError, match="--allow-pickle"):
+        resolve_model(str(tmp_path))
+    assert resolve_model(str(tmp_path), allow_pickle=True) == ("dir", tmp_path)
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    (adapter / "adapter_model.bin").write_bytes(b"pickle")
+    with pytest.raises(UserError, match="no adapter_model.safetensors"):
+        check_adapter(adapter)

@@ -1,6 +1,7 @@
 """The whole experiment on the smoke preset, the report, and re-scoring saved generations."""
 
 import json
+import os
 import time
 
 import pytest
@@ -10,12 +11,28 @@ from tvaccine.evaluation.evaluate import EvalSpec, score_generations
 from tvaccine.records import read_jsonl
 
 
+SECRET = "hf_tvaccineTestSecret0123456789"
+
+
 @pytest.fixture(scope="module")
 def smoke_results(tmp_path_factory):
     results = tmp_path_factory.mktemp("smoke")
     start = time.perf_counter()
-    assert main(["run", "--preset", "smoke", "--results", str(results)]) == 0
+    saved = os.environ.get("HF_TOKEN")
+    os.environ["HF_TOKEN"] = SECRET  # must never reach an output file
+    try:
+        assert main(["run", "--preset", "smoke", "--results", str(results)]) == 0
+    finally:
+        os.environ.pop("HF_TOKEN") if saved is None else os.environ.__setitem__("HF_TOKEN", saved)
     return results, time.perf_counter() - start
+
+
+def test_no_token_in_any_output_file(smoke_results):
+    results, _ = smoke_results
+    files = [p for p in results.rglob("*") if p.is_file()]
+    assert len(files) > 50
+    assert not [p for p in files if SECRET.encode() in p.read_bytes()]
+    assert not list(results.rglob("*.bin")) and not list(results.rglob("*.pt*"))  # safetensors only
 
 
 def test_smoke_preset_runs_every_method_and_writes_the_report(smoke_results):

@@ -43,6 +43,7 @@ class AlignSpec:
     seed: int = 42
     dtype: str | None = None
     trust_remote_code: bool = False
+    allow_pickle: bool = False
     # Passed to the method's config (TrainingArguments fields and the method's own knobs).
     train: dict = field(default_factory=dict)
 
@@ -88,25 +89,40 @@ def alignment_records(spec: AlignSpec) -> list[dict]:
     return records
 
 
-def prepare_output_dir(out: Path, overwrite: bool) -> Path:
+def prepare_output_dir(out: Path, overwrite: bool, spec: dict, resume: bool = False) -> Path:
+    """The work directory ``<out>.partial``: fresh, or (``resume``) the interrupted one, whose spec
+    must be the same as this run's."""
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise UserError(f"output directory {out} exists and is not empty; pass --overwrite to replace it")
     partial = out.with_name(out.name + ".partial")
+    spec = json.loads(json.dumps(spec, default=str))
+    if resume:
+        if not partial.is_dir() or not any(partial.glob("checkpoint-*")):
+            raise UserError(f"nothing to resume: {partial} holds no checkpoint")
+        saved = json.loads((partial / "spec.json").read_text()) if (partial / "spec.json").is_file() else None
+        if saved != spec:
+            raise UserError(f"cannot resume {partial}: it was started with a different configuration")
+        return partial
     if partial.exists():
         shutil.rmtree(partial)
     partial.mkdir(parents=True)
+    write_json(partial / "spec.json", spec)
     return partial
 
 
 def finish_output_dir(partial: Path, out: Path) -> None:
+    for checkpoint in partial.glob("checkpoint-*"):  # only needed to resume; the adapter is saved
+        shutil.rmtree(checkpoint)
     if out.exists():
         shutil.rmtree(out)
     partial.rename(out)
 
 
-def run_alignment(spec: AlignSpec, out: str | Path, overwrite: bool = False, log=print) -> dict:
+def run_alignment(spec: AlignSpec, out: str | Path, overwrite: bool = False, resume: bool = False, log=print,
+                  callbacks=()) -> dict:
     """Align ``spec.model`` with ``spec.method``; returns the run summary written to ``summary.json``."""
     from datasets import Dataset
+    from transformers import set_seed
     from transformers import DataCollatorForSeq2Seq
 
     spec.validate()
@@ -114,10 +130,11 @@ def run_alignment(spec: AlignSpec, out: str | Path, overwrite: bool = False, log
     records = alignment_records(spec)
     probe_records = pick_split(load_source(spec.probe_data), "harmful", "train") if spec.method == "t-vaccine" else []
     config = spec.method_config(str(out))  # validates the method's numbers before the model loads
-    partial = prepare_output_dir(out, overwrite)
+    partial = prepare_output_dir(out, overwrite, dataclasses.asdict(spec), resume)
     config.output_dir = str(partial)
 
-    model, tokenizer = load_model(spec.model, dtype=spec.dtype, trust_remote_code=spec.trust_remote_code)
+    model, tokenizer = load_model(spec.model, dtype=spec.dtype, trust_remote_code=spec.trust_remote_code,
+                                  allow_pickle=spec.allow_pickle)
     model.config.use_cache = False
     num_layers = len(find_decoder_layers(model))
     if spec.method == "t-vaccine":
@@ -125,6 +142,7 @@ def run_alignment(spec: AlignSpec, out: str | Path, overwrite: bool = False, log
     tokenized = tokenize_records(records, tokenizer, spec.template, spec.max_length)
     if not tokenized.examples:
         raise UserError("no alignment sample has a response token left after truncation; raise --max-length")
+    set_seed(spec.seed)  # the fresh LoRA's initialisation is part of the run's seed
     model = add_lora(model, spec.lora_r, spec.lora_alpha, spec.lora_dropout, spec.lora_targets)
     extra = {}
     if spec.method == "t-vaccine":
@@ -135,11 +153,11 @@ def run_alignment(spec: AlignSpec, out: str | Path, overwrite: bool = False, log
     collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
     trainer_class = METHODS[spec.method][1]
     trainer = trainer_class(model=model, args=config, train_dataset=Dataset.from_list(tokenized.examples),
-                            data_collator=collator, processing_class=tokenizer, **extra)
+                            data_collator=collator, processing_class=tokenizer, callbacks=list(callbacks), **extra)
     log(f"aligning {spec.model} with {spec.method}: {len(tokenized.examples)} samples "
         f"({tokenized.dropped} dropped by truncation), {num_layers} layers")
     start = time.perf_counter()
-    trainer.train()
+    trainer.train(resume_from_checkpoint=True if resume else None)
     wall = time.perf_counter() - start
 
     save_adapter(trainer.model, partial / "adapter", spec.model)
@@ -147,7 +165,6 @@ def run_alignment(spec: AlignSpec, out: str | Path, overwrite: bool = False, log
                "dropped_by_truncation": tokenized.dropped, "wall_s": wall, "num_layers": num_layers,
                "final_loss": next((e["loss"] for e in reversed(trainer.state.log_history) if "loss" in e), None),
                **trainer.costs()}
-    write_json(partial / "spec.json", dataclasses.asdict(spec))
     write_json(partial / "training_args.json", json.loads(config.to_json_string()))
     write_json(partial / "train_log.json", trainer.state.log_history)
     write_json(partial / "environment.json", environment())

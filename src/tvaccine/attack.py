@@ -44,6 +44,8 @@ class AttackSpec:
     seed: int = 42
     dtype: str | None = None
     use_cpu: bool = False
+    save_steps: int | None = None  # checkpoint every this many steps, so that --resume can continue
+    allow_pickle: bool = False
 
     def validate(self) -> None:
         if not 0 <= self.p <= 1:
@@ -71,15 +73,18 @@ def attack_mixture(spec: AttackSpec) -> list[dict]:
 
 def load_aligned(spec: AttackSpec):
     """The model the user receives: base weights with the alignment LoRA merged in."""
-    model, tokenizer = load_model(spec.model, dtype=spec.dtype, device="cpu" if spec.use_cpu else None)
+    model, tokenizer = load_model(spec.model, dtype=spec.dtype, device="cpu" if spec.use_cpu else None,
+                                  allow_pickle=spec.allow_pickle)
     if spec.aligned_adapter:
         model = merge_adapter(load_adapter(model, spec.aligned_adapter))
     return model, tokenizer
 
 
-def run_attack(spec: AttackSpec, out: str | Path, overwrite: bool = False, callbacks=(), log=print):
+def run_attack(spec: AttackSpec, out: str | Path, overwrite: bool = False, resume: bool = False, callbacks=(),
+               log=print):
     """Fine-tune on the mixture; returns ``(model with attack LoRA, tokenizer, summary)``."""
     from datasets import Dataset
+    from transformers import set_seed
     from transformers import DataCollatorForSeq2Seq
 
     spec.validate()
@@ -88,8 +93,10 @@ def run_attack(spec: AttackSpec, out: str | Path, overwrite: bool = False, callb
     config = SFTConfig(output_dir=str(out), learning_rate=spec.learning_rate, num_train_epochs=spec.epochs,
                        max_steps=spec.max_steps or -1, per_device_train_batch_size=spec.batch_size,
                        warmup_steps=spec.warmup_ratio, lr_scheduler_type=spec.lr_scheduler, weight_decay=0.0,
-                       seed=spec.seed, data_seed=spec.seed, use_cpu=spec.use_cpu)
-    partial = prepare_output_dir(out, overwrite)
+                       seed=spec.seed, data_seed=spec.seed, use_cpu=spec.use_cpu,
+                       save_strategy="steps" if spec.save_steps else "no", save_steps=spec.save_steps or 500,
+                       save_total_limit=2)
+    partial = prepare_output_dir(out, overwrite, dataclasses.asdict(spec), resume)
     config.output_dir = str(partial)
     model, tokenizer = load_aligned(spec)
     model.config.use_cache = False
@@ -97,6 +104,7 @@ def run_attack(spec: AttackSpec, out: str | Path, overwrite: bool = False, callb
     if not tokenized.examples:
         raise UserError(f"no attack sample has a response token left within {spec.max_length} tokens; "
                         "raise max_length")
+    set_seed(spec.seed)  # the fresh LoRA's initialisation is part of the run's seed
     model = add_lora(model, spec.lora_r, spec.lora_alpha, spec.lora_dropout)
     trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(tokenized.examples),
                          data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
@@ -105,13 +113,12 @@ def run_attack(spec: AttackSpec, out: str | Path, overwrite: bool = False, callb
     log(f"attacking {spec.aligned_adapter or 'the non-aligned model'}: n={spec.n}, p={spec.p} "
         f"({harmful_count} harmful), {len(tokenized.examples)} samples kept")
     start = time.perf_counter()
-    trainer.train()
+    trainer.train(resume_from_checkpoint=True if resume else None)
     summary = {"n": spec.n, "p": spec.p, "harmful_samples": harmful_count, "samples": len(tokenized.examples),
                "dropped_by_truncation": tokenized.dropped, "steps": trainer.state.global_step,
                "wall_s": time.perf_counter() - start, **trainer.costs()}
     save_adapter(trainer.model, partial / "adapter", spec.model)
     write_jsonl(partial / "mixture.jsonl", mixture)
-    write_json(partial / "spec.json", dataclasses.asdict(spec))
     write_json(partial / "train_log.json", trainer.state.log_history)
     write_json(partial / "environment.json", environment())
     write_json(partial / "summary.json", summary)

@@ -28,6 +28,7 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
                         help=f"hub id, local directory or .gguf file (default: {DEFAULT_MODEL}, offline)")
     parser.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], help="default: fp32 on CPU, bf16 on GPU")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow custom modeling code from the hub")
+    parser.add_argument("--allow-pickle", action="store_true", help="allow pickled .bin weights (can run code)")
 
 
 def _load(args, adapter: str | None = None):
@@ -35,7 +36,8 @@ def _load(args, adapter: str | None = None):
 
     if adapter:
         check_adapter(adapter)  # fail on a wrong path before the model loads
-    model, tokenizer = load_model(args.model, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
+    model, tokenizer = load_model(args.model, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
+                                  allow_pickle=args.allow_pickle)
     if adapter:
         model = load_adapter(model, adapter)
     return model, tokenizer
@@ -106,6 +108,8 @@ def cmd_align(args) -> None:
              "use_cpu": args.cpu}
     if args.max_steps:
         train["max_steps"] = args.max_steps
+    if args.save_steps:
+        train.update(save_strategy="steps", save_steps=args.save_steps, save_total_limit=2)
     if args.method == "sft" and any(getattr(args, f) is not None for f in _METHOD_OPTIONS):
         raise UserError("--rho/--tau/--layers-per-draw/... do not apply to --method sft")
     for flag, name in _METHOD_OPTIONS.items():
@@ -117,8 +121,8 @@ def cmd_align(args) -> None:
                      n_safety=args.n_safety, n_benign=args.n_benign, probe_data=args.harmful,
                      template=args.template, max_length=args.max_length, lora_r=args.lora_r,
                      lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, seed=args.seed, dtype=args.dtype,
-                     trust_remote_code=args.trust_remote_code, train=train)
-    summary = run_alignment(spec, args.out, overwrite=args.overwrite)
+                     trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle, train=train)
+    summary = run_alignment(spec, args.out, overwrite=args.overwrite, resume=args.resume)
     print(json.dumps(summary, indent=2))
 
 
@@ -144,8 +148,8 @@ def cmd_attack(args) -> None:
                       eval_harmful=args.eval_harmful or None, n=args.n, p=args.p, learning_rate=args.lr,
                       epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size,
                       max_length=args.max_length, template=args.template, seed=args.seed, dtype=args.dtype,
-                      use_cpu=args.cpu)
-    _, _, summary = run_attack(spec, args.out, overwrite=args.overwrite)
+                      use_cpu=args.cpu, save_steps=args.save_steps or None, allow_pickle=args.allow_pickle)
+    _, _, summary = run_attack(spec, args.out, overwrite=args.overwrite, resume=args.resume)
     print(json.dumps(summary, indent=2))
 
 
@@ -155,7 +159,7 @@ def cmd_evaluate(args) -> None:
     from tvaccine.attack import AttackSpec, load_aligned
     from tvaccine.evaluation.evaluate import EvalSpec, evaluate, evaluation_sets, score_generations
     from tvaccine.evaluation.judges import check_judge
-    from tvaccine.models import check_adapter, load_adapter
+    from tvaccine.models import check_adapter, load_adapter, merge_adapter
 
     spec = EvalSpec(harmful=args.harmful, task=args.task or None, borderline=args.borderline or None,
                     n_harmful=args.n_harmful, n_task=args.n_task, n_borderline=args.n_borderline,
@@ -174,7 +178,7 @@ def cmd_evaluate(args) -> None:
             raise UserError(f"{out} already holds scores; pass --overwrite, or --rescore to re-judge saved answers")
         model, tokenizer = load_aligned(AttackSpec(model=args.model, aligned_adapter=args.adapter, dtype=args.dtype))
         if args.attack_adapter:
-            model = load_adapter(model, args.attack_adapter)
+            model = merge_adapter(load_adapter(model, args.attack_adapter))
         scores = evaluate(model, tokenizer, spec, out)
     print(json.dumps(scores, indent=2))
 
@@ -231,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", choices=list(METHODS), default="sft")
     p.add_argument("--out", required=True, help="output directory (adapter, logs, costs)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
+    p.add_argument("--save-steps", type=int, default=50, help="checkpoint every N steps (0: never)")
     p.add_argument("--data", default="builtin:safety@align", help="harmful prompts with refusals")
     p.add_argument("--benign", default="builtin:helpful@train", help="benign instructions mixed in ('' for none)")
     p.add_argument("--n-safety", type=int, help="cap on refusal samples (default: all)")
@@ -273,6 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adapter", help="the alignment LoRA adapter to merge first (omit: non-aligned model)")
     p.add_argument("--out", required=True)
     p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted attack from its last checkpoint")
+    p.add_argument("--save-steps", type=int, default=50, help="checkpoint every N steps (0: never)")
     p.add_argument("--task", default="builtin:sentiment", help="the user's benign task data")
     p.add_argument("--harmful", default="builtin:safety@harmful", help="harmful prompt + compliant answer data")
     p.add_argument("--eval-harmful", default="builtin:safety@eval", help="HS prompts that must not be trained on")
@@ -333,9 +341,13 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"tvaccine: error: {exc}", file=sys.stderr)
         return 2
+    except FloatingPointError as exc:
+        print(f"tvaccine: training diverged: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("tvaccine: interrupted; finished outputs are intact, unfinished ones were not written "
-              "(rerun the same command to redo them)", file=sys.stderr)
+              "(rerun the same command with --resume to continue from the last checkpoint, "
+              "or without it to start over)", file=sys.stderr)
         return 130
     return 0
 

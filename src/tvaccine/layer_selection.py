@@ -65,9 +65,9 @@ class LayerSampler:
 
     def state_dict(self) -> dict:
         return {"probabilities": self.probabilities.tolist(), "selected": self.selected,
-                "generator": self.generator.get_state()}
+                "generator": self.generator.get_state().tolist()}
 
     def load_state_dict(self, state: dict) -> None:
         self.probabilities = torch.tensor(state["probabilities"], dtype=torch.float64)
         self.selected = list(state["selected"])
-        self.generator.set_state(state["generator"])
+        self.generator.set_state(torch.tensor(state["generator"], dtype=torch.uint8))

@@ -67,7 +67,7 @@ def parse_dtype(name: str | torch.dtype | None) -> torch.dtype | None:
     return table[name]
 
 
-def resolve_model(spec: str) -> tuple[str, Path | str]:
+def resolve_model(spec: str, allow_pickle: bool = False) -> tuple[str, Path | str]:
     """Classify a model spec as ('gguf', file), ('dir', directory) or ('hub', id)."""
     if spec == DEFAULT_MODEL:
         return "gguf", default_gguf_path()
@@ -84,6 +84,9 @@ def resolve_model(spec: str) -> tuple[str, Path | str]:
     if path.exists():
         if not (path / "config.json").is_file():
             raise UserError(f"{spec} is not a model directory (no config.json in it)")
+        if not allow_pickle and not any(path.glob("*.safetensors")) and any(path.glob("*.bin")):
+            raise UserError(f"{spec} holds only pickled .bin weights; convert them to safetensors or pass "
+                            "--allow-pickle if you trust the files")
         return "dir", path
     if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
         raise UserError(f"model path not found: {spec}")
@@ -144,21 +147,23 @@ def _materialise_tiny_random() -> Path:
 
 
 def load_model(spec: str = DEFAULT_MODEL, dtype: str | torch.dtype | None = None, device: str | None = None,
-               trust_remote_code: bool = False):
+               trust_remote_code: bool = False, allow_pickle: bool = False):
     """Return ``(model, tokenizer)`` for a hub id, a local directory or a ``.gguf`` file.
 
-    Hub tokens come from ``HF_TOKEN`` in the environment (read by huggingface_hub itself).
+    Hub tokens come from ``HF_TOKEN`` in the environment (read by huggingface_hub itself). Weights
+    are read from safetensors only, unless ``allow_pickle``: a pickle can run code when loaded.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    kind, where = resolve_model(spec)
+    kind, where = resolve_model(spec, allow_pickle)
     device = torch.device(device) if device else _auto_device()
     dtype = parse_dtype(dtype) or default_dtype(device)
     if kind == "gguf":
         where = _materialise_gguf(Path(where), trust_remote_code)
     try:
         tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype, trust_remote_code=trust_remote_code,
+                                                     use_safetensors=None if allow_pickle else True)
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         hint = " (offline? set HF_TOKEN for gated models, or pass a local directory or .gguf file)" \
@@ -294,6 +299,8 @@ def check_adapter(directory: str | Path, model: nn.Module | None = None) -> dict
     directory = Path(directory)
     if not (directory / "adapter_config.json").is_file():
         raise UserError(f"{directory} is not a LoRA adapter directory (no adapter_config.json)")
+    if not (directory / "adapter_model.safetensors").is_file():
+        raise UserError(f"{directory} has no adapter_model.safetensors (pickled adapters are not loaded)")
     meta_path = directory / ADAPTER_META
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     if model is not None and meta:

@@ -103,8 +103,17 @@ def attention_output_grads(hooks: AttentionHooks, indices, loss_fn: Callable[[],
 
 
 def gradient_norm(grads: dict[int, torch.Tensor]) -> torch.Tensor:
-    """ONE L2 norm over all layers, tokens and examples together (as in the Vaccine paper)."""
-    return torch.sqrt(sum(g.float().pow(2).sum() for g in grads.values()))
+    """ONE L2 norm over all layers, tokens and examples together (as in the Vaccine paper).
+
+    Under data parallelism the squared norm is summed over ranks, so the norm is that of the whole
+    global batch: every rank then applies the same perturbation one process would apply to that
+    batch (the reference code normalised per rank instead).
+    """
+    squared = sum(g.float().pow(2).sum() for g in grads.values())
+    if torch.distributed.is_available() and torch.distributed.is_initialized() \
+            and torch.distributed.get_world_size() > 1:
+        torch.distributed.all_reduce(squared)
+    return torch.sqrt(squared)
 
 
 def worst_case_perturbation(grads: dict[int, torch.Tensor], rho: float):

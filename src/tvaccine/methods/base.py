@@ -3,14 +3,17 @@ and a Trainer that measures step time and peak memory and logs method-specific m
 
 from __future__ import annotations
 
+import json
 import resource
 import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 from tvaccine.errors import UserError
 
@@ -61,14 +64,54 @@ class StepCostMeter(TrainerCallback):
                 "mean_step_s": sum(steady) / len(steady) if steady else None}
 
 
+METHOD_STATE_FILE = "tvaccine_method_state.json"
+
+
+class MethodStateCheckpoint(TrainerCallback):
+    """Saves a method's own state (T-Vaccine's layer probabilities, current draw, sampler RNG) into
+    every Trainer checkpoint, next to the optimizer and RNG states the Trainer saves itself."""
+
+    def __init__(self, trainer: "AlignmentTrainer"):
+        self.trainer = trainer
+
+    def on_save(self, args, state, control, **kwargs):
+        folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        if folder.is_dir() and state.is_world_process_zero:
+            (folder / METHOD_STATE_FILE).write_text(json.dumps(self.trainer.method_state()))
+
+
 class AlignmentTrainer(Trainer):
-    """A Trainer that meters cost and averages per-step method metrics into the normal log lines."""
+    """A Trainer that meters cost, averages per-step method metrics into the normal log lines, and
+    checkpoints the method's own state so that ``--resume`` continues exactly."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.cost_meter = StepCostMeter()
         self.add_callback(self.cost_meter)
+        self.add_callback(MethodStateCheckpoint(self))
         self._metric_sums: dict[str, list[float]] = defaultdict(list)
+
+    def method_state(self) -> dict:
+        return {}
+
+    def load_method_state(self, state: dict) -> None:
+        """Counterpart of ``method_state``; SFT has nothing to restore."""
+
+    def train(self, resume_from_checkpoint=None, **kwargs):
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
+        if resume_from_checkpoint:
+            state_file = Path(resume_from_checkpoint) / METHOD_STATE_FILE
+            if state_file.is_file():
+                self.load_method_state(json.loads(state_file.read_text()))
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if not torch.isfinite(loss).all():
+            raise FloatingPointError(f"the training loss became {loss.item()} at step {self.state.global_step}; "
+                                     f"checkpoints so far are kept in {self.args.output_dir}")
+        return loss
 
     def record_metric(self, name: str, value: float) -> None:
         self._metric_sums[name].append(float(value))

@@ -37,6 +37,9 @@ class TVaccineConfig(VaccineConfig):
         "help": "Run layers outside the S under activation checkpointing (the memory saving)."})
 
     def __post_init__(self):
+        # The trainable layers change every J steps: under DDP the frozen ones are "unused".
+        if self.ddp_find_unused_parameters is None:
+            self.ddp_find_unused_parameters = True
         super().__post_init__()
         require(self.layers_per_draw is None or self.layers_per_draw >= 1,
                 f"S (layers per draw) must be >= 1, got {self.layers_per_draw}")
@@ -119,6 +122,16 @@ class TVaccineTrainer(VaccineTrainer):
             self.layer_history.append({"step": step, "event": "draw", "selected": selected})
         selected = set(self.sampler.selected)
         self._set_layer_modes(trainable=selected, checkpointed=set(range(len(self.hooks.layers))) - selected)
+
+    def method_state(self) -> dict:
+        return {**super().method_state(), "sampler": self.sampler.state_dict(), "history": self.layer_history}
+
+    def load_method_state(self, state: dict) -> None:
+        super().load_method_state(state)
+        self.sampler.load_state_dict(state["sampler"])
+        self.layer_history = list(state["history"])
+        # Resuming inside a draw: re-apply that draw's trainable / checkpointed layers.
+        self._last_step = None
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         self._maybe_update_selection(model)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
+
 from tvaccine.methods.base import AlignmentConfig, AlignmentTrainer, require
 from tvaccine.models import find_decoder_layers
 from tvaccine.perturbation import AttentionHooks, attention_output_grads, worst_case_perturbation
@@ -56,7 +58,17 @@ class VaccineTrainer(AlignmentTrainer):
                 self.hooks, self.perturbed_layers(),
                 lambda: self.compute_loss(model, inputs, num_items_in_batch=num_items_in_batch))
         self._perturbation, norm = worst_case_perturbation(grads, self.args.rho)
+        if not torch.isfinite(norm):
+            raise FloatingPointError(f"the attention-output gradient norm became {norm.item()} at step "
+                                     f"{self.state.global_step}; checkpoints so far are kept in {self.args.output_dir}")
         self.record_metric("grad_norm_h", norm.item())
+
+    def method_state(self) -> dict:
+        # A reused (tau > 1) perturbation is not saved: after a resume the next step searches anew.
+        return {"micro_batches": self._micro_batches}
+
+    def load_method_state(self, state: dict) -> None:
+        self._micro_batches = state.get("micro_batches", 0)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         if not self._reuse_perturbation(inputs):
