@@ -110,6 +110,15 @@ def prepare_output_dir(out: Path, overwrite: bool, spec: dict, resume: bool = Fa
     return partial
 
 
+def shared_work_dir(config, out: Path, overwrite: bool, spec: dict, resume: bool) -> Path:
+    """Under torchrun / accelerate, rank 0 prepares ``<out>.partial`` while the other ranks wait,
+    then every rank trains into it (only rank 0 writes the results)."""
+    with config.main_process_first(local=False, desc="preparing the output directory"):
+        if config.process_index == 0:
+            return prepare_output_dir(out, overwrite, spec, resume)
+    return out.with_name(out.name + ".partial")
+
+
 def finish_output_dir(partial: Path, out: Path) -> None:
     for checkpoint in partial.glob("checkpoint-*"):  # only needed to resume; the adapter is saved
         shutil.rmtree(checkpoint)
@@ -130,7 +139,7 @@ def run_alignment(spec: AlignSpec, out: str | Path, overwrite: bool = False, res
     records = alignment_records(spec)
     probe_records = pick_split(load_source(spec.probe_data), "harmful", "train") if spec.method == "t-vaccine" else []
     config = spec.method_config(str(out))  # validates the method's numbers before the model loads
-    partial = prepare_output_dir(out, overwrite, dataclasses.asdict(spec), resume)
+    partial = shared_work_dir(config, out, overwrite, dataclasses.asdict(spec), resume)
     config.output_dir = str(partial)
 
     model, tokenizer = load_model(spec.model, dtype=spec.dtype, trust_remote_code=spec.trust_remote_code,
@@ -160,11 +169,13 @@ def run_alignment(spec: AlignSpec, out: str | Path, overwrite: bool = False, res
     trainer.train(resume_from_checkpoint=True if resume else None)
     wall = time.perf_counter() - start
 
-    save_adapter(trainer.model, partial / "adapter", spec.model)
     summary = {"method": spec.method, "model": spec.model, "samples": len(tokenized.examples),
                "dropped_by_truncation": tokenized.dropped, "wall_s": wall, "num_layers": num_layers,
                "final_loss": next((e["loss"] for e in reversed(trainer.state.log_history) if "loss" in e), None),
                **trainer.costs()}
+    if config.process_index != 0:
+        return summary
+    save_adapter(trainer.model, partial / "adapter", spec.model)
     write_json(partial / "training_args.json", json.loads(config.to_json_string()))
     write_json(partial / "train_log.json", trainer.state.log_history)
     write_json(partial / "environment.json", environment())

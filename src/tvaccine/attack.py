@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tvaccine.alignment import finish_output_dir, prepare_output_dir
+from tvaccine.alignment import finish_output_dir, shared_work_dir
 from tvaccine.data.formatting import TEMPLATES, tokenize_records
 from tvaccine.data.mixture import build_mixture
 from tvaccine.data.sources import load_source, pick_split
@@ -96,7 +96,7 @@ def run_attack(spec: AttackSpec, out: str | Path, overwrite: bool = False, resum
                        seed=spec.seed, data_seed=spec.seed, use_cpu=spec.use_cpu,
                        save_strategy="steps" if spec.save_steps else "no", save_steps=spec.save_steps or 500,
                        save_total_limit=2)
-    partial = prepare_output_dir(out, overwrite, dataclasses.asdict(spec), resume)
+    partial = shared_work_dir(config, out, overwrite, dataclasses.asdict(spec), resume)
     config.output_dir = str(partial)
     model, tokenizer = load_aligned(spec)
     model.config.use_cache = False
@@ -117,12 +117,14 @@ def run_attack(spec: AttackSpec, out: str | Path, overwrite: bool = False, resum
     summary = {"n": spec.n, "p": spec.p, "harmful_samples": harmful_count, "samples": len(tokenized.examples),
                "dropped_by_truncation": tokenized.dropped, "steps": trainer.state.global_step,
                "wall_s": time.perf_counter() - start, **trainer.costs()}
-    save_adapter(trainer.model, partial / "adapter", spec.model)
+    model = trainer.model
+    model.config.use_cache = True
+    if config.process_index != 0:
+        return model, tokenizer, summary
+    save_adapter(model, partial / "adapter", spec.model)
     write_jsonl(partial / "mixture.jsonl", mixture)
     write_json(partial / "train_log.json", trainer.state.log_history)
     write_json(partial / "environment.json", environment())
     write_json(partial / "summary.json", summary)
     finish_output_dir(partial, out)
-    model = trainer.model
-    model.config.use_cache = True
     return model, tokenizer, summary

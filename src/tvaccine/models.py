@@ -54,7 +54,10 @@ def default_dtype(device: str | torch.device | None = None) -> torch.dtype:
 
 
 def _auto_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """This process's GPU (its LOCAL_RANK under torchrun / accelerate), else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
 
 
 def parse_dtype(name: str | torch.dtype | None) -> torch.dtype | None:
