@@ -52,7 +52,7 @@ def measure(method: str, args: dict, queue) -> None:
     config = config_class(output_dir="/tmp/tvaccine-bench", max_steps=args["steps"],
                           per_device_train_batch_size=args["batch"], disable_tqdm=True, use_cpu=args["cpu"],
                           logging_steps=10**6, seed=0, **options)
-    extra = {"probe_dataset": dataset.select(range(args["batch"]))} if method == "t-vaccine" else {}
+    extra = {"harmful_dataset": dataset.select(range(args["batch"]))} if method == "t-vaccine" else {}
     collate = lambda feats: {k: torch.tensor([f[k] for f in feats]) for k in feats[0]}
     trainer = trainer_class(model=model, args=config, train_dataset=dataset, data_collator=collate, **extra)
     start = time.perf_counter()

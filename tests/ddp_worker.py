@@ -35,7 +35,7 @@ def main(method: str, out: str, batch: int) -> None:
     args = config_class(output_dir=out, max_steps=3, per_device_train_batch_size=batch, use_cpu=True,
                         ddp_backend="gloo" if "WORLD_SIZE" in os.environ else None, disable_tqdm=True, seed=0, data_seed=0, learning_rate=1e-2,
                         max_grad_norm=1e9, **options)
-    extra = {"probe_dataset": Dataset.from_dict({k: v.tolist() for k, v in probe.items()})} \
+    extra = {"harmful_dataset": Dataset.from_dict({k: v.tolist() for k, v in probe.items()})} \
         if method == "t-vaccine" else {}
     trainer = trainer_class(model=model, args=args, train_dataset=Dataset.from_dict(rows),
                             data_collator=stack_collator, **extra)

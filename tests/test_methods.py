@@ -20,7 +20,7 @@ def make_trainer(method, tmp_path, model=None, steps=1, **options):
     args = config_class(output_dir=str(tmp_path / method), max_steps=steps, per_device_train_batch_size=4,
                         disable_tqdm=True, use_cpu=True, seed=0, data_seed=0, logging_steps=1,
                         lr_scheduler_type="constant", max_grad_norm=1e9, **options)
-    extra = {"probe_dataset": token_dataset(8, seed=1)} if method == "t-vaccine" else {}
+    extra = {"harmful_dataset": token_dataset(8, seed=1)} if trainer_class.harmful_data else {}
     return trainer_class(model=model or lora_model(), args=args, train_dataset=token_dataset(16),
                          data_collator=stack_collator, **extra)
 
@@ -211,9 +211,9 @@ def test_tvaccine_rejects_more_layers_than_the_model_has_and_an_empty_probe_set(
     with pytest.raises(UserError, match="only 4"):
         make_trainer("t-vaccine", tmp_path, layers_per_draw=5)
     config_class, trainer_class = METHODS["t-vaccine"]
-    with pytest.raises(UserError, match="non-empty harmful probe set"):
+    with pytest.raises(UserError, match="needs a non-empty harmful data set"):
         trainer_class(model=lora_model(), args=config_class(output_dir=str(tmp_path), use_cpu=True),
-                      train_dataset=token_dataset(4), data_collator=stack_collator, probe_dataset=token_dataset(0))
+                      train_dataset=token_dataset(4), data_collator=stack_collator, harmful_dataset=token_dataset(0))
 
 
 @pytest.mark.parametrize("family", ["gpt2", "opt", "gpt_neox", "phi", "gemma2", "qwen2"])
@@ -226,3 +226,22 @@ def test_every_method_trains_every_family(tmp_path, family):
         trainer.train()
         changed = [n for n, v in lora_state(trainer.model).items() if not torch.equal(v, before[n])]
         assert changed, (family, method)
+
+
+def test_accelerated_vaccine_searches_every_tau_micro_batches(tmp_path):
+    trainer = make_trainer("vaccine", tmp_path, steps=7, rho=2.0, perturbation_interval=3)
+    searches = []
+    original = trainer.search_perturbation
+    trainer.search_perturbation = lambda *a, **k: (searches.append(trainer._micro_batches), original(*a, **k))
+    trainer.train()
+    assert searches == [0, 3, 6]
+
+
+def test_reused_perturbation_is_fitted_to_each_batch(tmp_path):
+    trainer = make_trainer("vaccine", tmp_path, perturbation_interval=2)
+    trainer._perturbation = {i: torch.ones(4, 12, 32) for i in range(4)}
+    longer = trainer._fitted_perturbation({"input_ids": torch.zeros(3, 15, dtype=torch.long)})
+    assert longer[0].shape == (3, 15, 32)
+    assert longer[0][:, :12].eq(1).all() and longer[0][:, 12:].eq(0).all()
+    shorter = trainer._fitted_perturbation({"input_ids": torch.zeros(4, 5, dtype=torch.long)})
+    assert shorter[2].shape == (4, 5, 32) and shorter[2].eq(1).all()

@@ -39,14 +39,16 @@ def test_smoke_preset_runs_every_method_and_writes_the_report(smoke_results):
     results, wall = smoke_results
     assert wall < 60
     rows = read_jsonl(results / "results.jsonl")
-    assert [(r["method"], r["p"]) for r in rows] == [(m, p) for m in ("none", "sft", "vaccine", "t-vaccine")
+    assert [(r["method"], r["p"]) for r in rows] == [(m, p) for m in ("none", "sft", "vaccine", "t-vaccine",
+                                                                                   "repnoise", "tar")
                                                        for p in (0.1, 0.5)]
     for row in rows:
         assert 0 <= row["after_harmful_score"] <= 100 and 0 <= row["after_finetune_accuracy"] <= 100
         assert row["attack_steps"] == 2
     assert all(r["align_mean_step_s"] > 0 for r in rows if r["method"] != "none")
     report = (results / "report.md").read_text()
-    assert "| T-Vaccine |" in report and "| Non-aligned |" in report
+    for label in ("Non-aligned", "SFT", "Vaccine", "T-Vaccine", "RepNoise", "TAR"):
+        assert f"| {label} |" in report
     assert (results / "hs_fa.png").stat().st_size > 0 and (results / "hs_vs_p.png").stat().st_size > 0
     for name in ("run_config.yaml", "environment.json", "timing.json"):
         assert (results / name).is_file()

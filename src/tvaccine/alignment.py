@@ -72,7 +72,10 @@ def alignment_records(spec: AlignSpec) -> list[dict]:
     """Refusals on harmful prompts mixed with benign instructions: refusal-only data teaches a
     small model to refuse everything (see the calibration notes)."""
     rng = random.Random(spec.seed)
-    safety = list(pick_split(load_source(spec.safety_data), "align", "train"))
+    # Sources that pair a harmful answer with a refusal (RepNoise / DecodingTrust refusal files) are
+    # aligned on the refusal.
+    safety = [{**r, "compliance": r["output"], "output": r["refusal"]} if r.get("refusal") else r
+              for r in pick_split(load_source(spec.safety_data), "align", "train")]
     rng.shuffle(safety)
     safety = safety[:spec.n_safety] if spec.n_safety is not None else safety
     records = list(safety)
@@ -87,6 +90,19 @@ def alignment_records(spec: AlignSpec) -> list[dict]:
         raise UserError("the alignment data is empty")
     rng.shuffle(records)
     return records
+
+
+def harmful_records_for(kind: str | None, records: list[dict], spec: AlignSpec) -> list[dict]:
+    """The harmful samples a method reads: held-out ones for T-Vaccine's probe ("probe"), or the
+    compliant answers to the alignment's own harmful prompts for RepNoise / TAR ("paired", falling
+    back to the probe data when the alignment data carries no compliant answers)."""
+    if kind is None:
+        return []
+    if kind == "paired":
+        paired = [{**r, "output": r["compliance"]} for r in records if r.get("compliance")]
+        if paired:
+            return paired
+    return list(pick_split(load_source(spec.probe_data), "harmful", "train"))
 
 
 def prepare_output_dir(out: Path, overwrite: bool, spec: dict, resume: bool = False) -> Path:
@@ -137,7 +153,8 @@ def run_alignment(spec: AlignSpec, out: str | Path, overwrite: bool = False, res
     spec.validate()
     out = Path(out)
     records = alignment_records(spec)
-    probe_records = pick_split(load_source(spec.probe_data), "harmful", "train") if spec.method == "t-vaccine" else []
+    trainer_class = METHODS[spec.method][1]
+    harmful_records = harmful_records_for(trainer_class.harmful_data, records, spec)
     config = spec.method_config(str(out))  # validates the method's numbers before the model loads
     partial = shared_work_dir(config, out, overwrite, dataclasses.asdict(spec), resume)
     config.output_dir = str(partial)
@@ -154,13 +171,10 @@ def run_alignment(spec: AlignSpec, out: str | Path, overwrite: bool = False, res
     set_seed(spec.seed)  # the fresh LoRA's initialisation is part of the run's seed
     model = add_lora(model, spec.lora_r, spec.lora_alpha, spec.lora_dropout, spec.lora_targets)
     extra = {}
-    if spec.method == "t-vaccine":
-        probe = tokenize_records(list(probe_records), tokenizer, spec.template, spec.max_length)
-        rng = random.Random(spec.seed)
-        probe_examples = rng.sample(probe.examples, len(probe.examples))
-        extra["probe_dataset"] = Dataset.from_list(probe_examples)
+    if harmful_records:
+        harmful = tokenize_records(harmful_records, tokenizer, spec.template, spec.max_length).examples
+        extra["harmful_dataset"] = Dataset.from_list(random.Random(spec.seed).sample(harmful, len(harmful)))
     collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
-    trainer_class = METHODS[spec.method][1]
     trainer = trainer_class(model=model, args=config, train_dataset=Dataset.from_list(tokenized.examples),
                             data_collator=collator, processing_class=tokenizer, callbacks=list(callbacks), **extra)
     log(f"aligning {spec.model} with {spec.method}: {len(tokenized.examples)} samples "

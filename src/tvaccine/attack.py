@@ -46,6 +46,7 @@ class AttackSpec:
     use_cpu: bool = False
     save_steps: int | None = None  # checkpoint every this many steps, so that --resume can continue
     allow_pickle: bool = False
+    trust_remote_code: bool = False
 
     def validate(self) -> None:
         if not 0 <= self.p <= 1:
@@ -74,7 +75,7 @@ def attack_mixture(spec: AttackSpec) -> list[dict]:
 def load_aligned(spec: AttackSpec):
     """The model the user receives: base weights with the alignment LoRA merged in."""
     model, tokenizer = load_model(spec.model, dtype=spec.dtype, device="cpu" if spec.use_cpu else None,
-                                  allow_pickle=spec.allow_pickle)
+                                  allow_pickle=spec.allow_pickle, trust_remote_code=spec.trust_remote_code)
     if spec.aligned_adapter:
         model = merge_adapter(load_adapter(model, spec.aligned_adapter))
     return model, tokenizer

@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 from tvaccine.errors import UserError
 
 
@@ -110,13 +112,18 @@ def cmd_align(args) -> None:
         train["max_steps"] = args.max_steps
     if args.save_steps:
         train.update(save_strategy="steps", save_steps=args.save_steps, save_total_limit=2)
-    if args.method == "sft" and any(getattr(args, f) is not None for f in _METHOD_OPTIONS):
-        raise UserError("--rho/--tau/--layers-per-draw/... do not apply to --method sft")
+    if args.method not in ("vaccine", "t-vaccine") and any(getattr(args, f) is not None for f in _METHOD_OPTIONS):
+        raise UserError(f"--rho/--tau/--layers-per-draw/... do not apply to --method {args.method}")
     for flag, name in _METHOD_OPTIONS.items():
         if getattr(args, flag) is not None:
             if args.method == "vaccine" and flag not in ("rho", "tau"):
                 raise UserError(f"--{flag.replace('_', '-')} applies to --method t-vaccine only")
             train[name] = getattr(args, flag)
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--set expects key=value, got {item!r}")
+        train[key.strip().replace("-", "_")] = yaml.safe_load(value)
     spec = AlignSpec(method=args.method, model=args.model, safety_data=args.data, benign_data=args.benign or None,
                      n_safety=args.n_safety, n_benign=args.n_benign, probe_data=args.harmful,
                      template=args.template, max_length=args.max_length, lora_r=args.lora_r,
@@ -148,7 +155,8 @@ def cmd_attack(args) -> None:
                       eval_harmful=args.eval_harmful or None, n=args.n, p=args.p, learning_rate=args.lr,
                       epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size,
                       max_length=args.max_length, template=args.template, seed=args.seed, dtype=args.dtype,
-                      use_cpu=args.cpu, save_steps=args.save_steps or None, allow_pickle=args.allow_pickle)
+                      use_cpu=args.cpu, save_steps=args.save_steps or None, allow_pickle=args.allow_pickle,
+                      trust_remote_code=args.trust_remote_code)
     _, _, summary = run_attack(spec, args.out, overwrite=args.overwrite, resume=args.resume)
     print(json.dumps(summary, indent=2))
 
@@ -167,6 +175,12 @@ def cmd_evaluate(args) -> None:
                     max_new_tokens_task=args.max_new_tokens_task, batch_size=args.batch_size)
     out = Path(args.out)
     if args.rescore:
+        saved = out / "eval_spec.json"
+        if not (out / "generations_harmful.jsonl").is_file() or not saved.is_file():
+            raise UserError(f"{out} holds no saved generations to re-score")
+        # Re-judge what was generated, under the settings it was generated with; only the judge changes.
+        check_judge(args.judge)
+        spec = EvalSpec(**{**json.loads(saved.read_text()), "judge": args.judge})
         scores = score_generations(out, spec)
     else:
         spec.validate()
@@ -176,7 +190,9 @@ def cmd_evaluate(args) -> None:
             check_adapter(args.attack_adapter)
         if (out / "scores.json").exists() and not args.overwrite:
             raise UserError(f"{out} already holds scores; pass --overwrite, or --rescore to re-judge saved answers")
-        model, tokenizer = load_aligned(AttackSpec(model=args.model, aligned_adapter=args.adapter, dtype=args.dtype))
+        model, tokenizer = load_aligned(AttackSpec(model=args.model, aligned_adapter=args.adapter, dtype=args.dtype,
+                                                   allow_pickle=args.allow_pickle,
+                                                   trust_remote_code=args.trust_remote_code))
         if args.attack_adapter:
             model = merge_adapter(load_adapter(model, args.attack_adapter))
         scores = evaluate(model, tokenizer, spec, out)
@@ -259,6 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--probe-every", type=int, help="T-Vaccine K (default 200)")
     p.add_argument("--probe-samples", type=int, help="T-Vaccine probe size (default 200)")
     p.add_argument("--probability-temperature", type=float, help="non-paper variant: p ~ s^(1/T)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="any other field of the method's config, e.g. --set alpha=0.2 (RepNoise), "
+                        "--set tamper_weight=4 (TAR), --set warmup_steps=0.1")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--cpu", action="store_true", help="train on the CPU even if a GPU is present")
     _add_model_args(p)

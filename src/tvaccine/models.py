@@ -102,6 +102,18 @@ def _gguf_cache_path(gguf: Path) -> Path:
     return cache_dir() / "gguf" / f"{gguf.stem}-{key}"
 
 
+def _publish(tmp: Path, target: Path) -> None:
+    """Atomic rename into the cache; when another process (another rank) got there first, keep its copy."""
+    try:
+        os.replace(tmp, target)
+    except OSError:
+        if not (target / "config.json").is_file():
+            raise
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _materialise_gguf(gguf: Path, trust_remote_code: bool) -> Path:
     """De-quantize a GGUF file once into a safetensors directory; later loads read that directory."""
     target = _gguf_cache_path(gguf)
@@ -118,7 +130,7 @@ def _materialise_gguf(gguf: Path, trust_remote_code: bool) -> Path:
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    os.replace(tmp, target)  # atomic: a crash never leaves a half-written cache
+    _publish(tmp, target)
     return target
 
 
@@ -145,7 +157,7 @@ def _materialise_tiny_random() -> Path:
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    os.replace(tmp, target)
+    _publish(tmp, target)
     return target
 
 

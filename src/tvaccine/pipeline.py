@@ -12,6 +12,7 @@ import dataclasses
 import itertools
 import json
 import multiprocessing
+import shutil
 import time
 from importlib import resources
 from pathlib import Path
@@ -19,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from tvaccine.alignment import AlignSpec, run_alignment
-from tvaccine.attack import AttackSpec, load_aligned, run_attack
+from tvaccine.attack import AttackSpec, attack_mixture, load_aligned, run_attack
 from tvaccine.errors import UserError
 from tvaccine.evaluation.evaluate import EvalSpec, evaluate, evaluation_sets
 from tvaccine.evaluation.judges import check_judge
@@ -98,17 +99,23 @@ class Plan:
             self.settings.append(spec)
         self.eval_spec = _dataclass_from(EvalSpec, {**config.get("evaluate", {})}, "evaluate")
         self.eval_spec.validate()
-        if self.settings and self.eval_spec.task is None:
-            self.eval_spec.task = self.settings[0].task
-        evaluation_sets(self.eval_spec)  # every evaluation source loads
         for spec in self.settings:
-            from tvaccine.attack import attack_mixture
+            # The harmful prompts that are scored must not be trained on.
+            spec.eval_harmful = self.eval_spec.harmful
+            evaluation_sets(self.eval_spec_for(spec))  # every evaluation source loads
             attack_mixture(spec)  # counts, ratios and train/eval overlap are checked now
         check_judge(self.eval_spec.judge)
 
+    def eval_spec_for(self, attack: AttackSpec) -> EvalSpec:
+        """Fine-tune accuracy is measured on the task the attack fine-tuned on, unless the config
+        names an evaluation task."""
+        return dataclasses.replace(self.eval_spec, task=self.eval_spec.task or attack.task)
+
     @staticmethod
     def setting_name(spec: AttackSpec) -> str:
-        return f"p{spec.p:g}_n{spec.n}_lr{spec.learning_rate:g}_steps{spec.max_steps or f'{spec.epochs:g}ep'}"
+        task = spec.task.split(":")[-1].split("@")[0].split("/")[-1]
+        return (f"{task}_p{spec.p:g}_n{spec.n}_lr{spec.learning_rate:g}_"
+                f"steps{spec.max_steps or f'{spec.epochs:g}ep'}")
 
 
 def _same_spec(directory: Path, spec: dict, marker: str) -> bool:
@@ -126,15 +133,23 @@ def _align_in_subprocess(spec: AlignSpec, out: Path) -> None:
     process = context.Process(target=_align_child, args=(spec, str(out), torch.get_num_threads()))
     process.start()
     process.join()
+    if process.exitcode == 2:
+        raise UserError(f"alignment with {spec.method} refused its configuration (message above)")
     if process.exitcode != 0:
         raise RuntimeError(f"alignment with {spec.method} failed (exit code {process.exitcode}); see the log above")
 
 
 def _align_child(spec: AlignSpec, out: str, threads: int) -> None:
+    import sys
+
     import torch
 
     torch.set_num_threads(threads)  # the parent's choice, not the library default
-    run_alignment(spec, out, overwrite=True)
+    try:
+        run_alignment(spec, out, overwrite=True)
+    except UserError as exc:
+        print(f"tvaccine: error: {exc}", file=sys.stderr)
+        sys.exit(2)
 
 
 def run_experiment(config: dict, results: str | Path, log=print) -> list[dict]:
@@ -154,12 +169,16 @@ def run_experiment(config: dict, results: str | Path, log=print) -> list[dict]:
             if _same_spec(align_dir, dataclasses.asdict(spec), "summary.json"):
                 log(f"[{method}] alignment found in {align_dir}, reused")
             else:
+                # A new alignment invalidates everything measured on the old one.
+                for stale in (results / "attack" / method, results / "before_attack" / method):
+                    shutil.rmtree(stale, ignore_errors=True)
                 _align_in_subprocess(spec, align_dir)
             adapter = str(align_dir / "adapter")
             align_summary = json.loads((align_dir / "summary.json").read_text())
         before = {}
         if plan.evaluate_before_attack:
-            before = _evaluate_stage(plan, results / "before_attack" / method, adapter, log)
+            before = _evaluate_stage(plan, plan.eval_spec_for(plan.settings[0]), results / "before_attack" / method,
+                                     adapter, log)
         for attack in plan.settings:
             attack = dataclasses.replace(attack, aligned_adapter=adapter)
             attack_dir = results / "attack" / method / Plan.setting_name(attack)
@@ -178,12 +197,12 @@ def run_experiment(config: dict, results: str | Path, log=print) -> list[dict]:
     return rows
 
 
-def _evaluate_stage(plan: Plan, out: Path, adapter: str | None, log) -> dict:
-    spec = {"adapter": adapter, "eval": dataclasses.asdict(plan.eval_spec), "model": plan.model}
+def _evaluate_stage(plan: Plan, eval_spec: EvalSpec, out: Path, adapter: str | None, log) -> dict:
+    spec = {"adapter": adapter, "eval": dataclasses.asdict(eval_spec), "model": plan.model}
     if _same_spec(out, spec, "scores.json"):
         return json.loads((out / "scores.json").read_text())
-    model, tokenizer = load_aligned(AttackSpec(model=plan.model, aligned_adapter=adapter))
-    scores = evaluate(model, tokenizer, plan.eval_spec, out)
+    model, tokenizer = load_aligned(dataclasses.replace(plan.settings[0], aligned_adapter=adapter))
+    scores = evaluate(model, tokenizer, eval_spec, out)
     write_json(out / "spec.json", spec)
     log(f"[{out.name}] before attack: {_brief(scores)}")
     return scores
@@ -191,14 +210,15 @@ def _evaluate_stage(plan: Plan, out: Path, adapter: str | None, log) -> dict:
 
 def _attack_and_evaluate(plan: Plan, attack: AttackSpec, out: Path, log) -> dict:
     eval_dir = out / "eval"
-    eval_spec = {"eval": dataclasses.asdict(plan.eval_spec)}
+    spec = plan.eval_spec_for(attack)
+    eval_spec = {"eval": dataclasses.asdict(spec)}
     if _same_spec(out, dataclasses.asdict(attack), "summary.json") and _same_spec(eval_dir, eval_spec, "scores.json"):
         log(f"[{out}] found, reused")
         scores = json.loads((eval_dir / "scores.json").read_text())
     else:
         model, tokenizer, summary = run_attack(attack, out, overwrite=True, log=log)
         # Merged, the adapter costs nothing per generated token (unmerged LoRA made generation 3x slower here).
-        scores = evaluate(merge_adapter(model), tokenizer, plan.eval_spec, eval_dir)
+        scores = evaluate(merge_adapter(model), tokenizer, spec, eval_dir)
         write_json(eval_dir / "spec.json", eval_spec)
         log(f"[{out}] after attack: {_brief(scores)}")
     scores["attack_steps"] = json.loads((out / "summary.json").read_text())["steps"]

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from tvaccine.records import write_text
 
-LABELS = {"none": "Non-aligned", "sft": "SFT", "vaccine": "Vaccine", "t-vaccine": "T-Vaccine"}
+LABELS = {"none": "Non-aligned", "sft": "SFT", "vaccine": "Vaccine", "t-vaccine": "T-Vaccine",
+          "repnoise": "RepNoise", "tar": "TAR"}
 
 
 def _fmt(value, digits=1, suffix=""):

@@ -21,7 +21,7 @@ from tvaccine.records import read_jsonl, write_json, write_jsonl
 @dataclass
 class EvalSpec:
     harmful: str = "builtin:safety@eval"  # unseen harmful prompts for HS
-    task: str | None = "builtin:sentiment"  # the user's task, scored on its test split
+    task: str | None = None  # the user's task, scored on its test split (`run`: the attack's task)
     borderline: str | None = "builtin:borderline"  # harmless prompts that sound dangerous (over-refusal)
     n_harmful: int = 500
     n_task: int = 500
@@ -44,7 +44,7 @@ def evaluation_sets(spec: EvalSpec) -> dict[str, tuple[list[dict], dict]]:
     sets = {"harmful": (pick_split(load_source(spec.harmful), "eval", "test")[:spec.n_harmful], {})}
     if spec.task:
         source = load_source(spec.task)
-        if "test" not in source.splits and len(source.splits) > 1:
+        if "test" not in source.splits:  # accuracy on training data would measure memorisation
             raise UserError(f"task {spec.task!r} has no test split to measure fine-tune accuracy on")
         sets["task"] = (pick_split(source, "test")[:spec.n_task],
                         {"metric": source.metric, "label_words": source.label_words})

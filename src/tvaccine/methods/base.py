@@ -84,8 +84,16 @@ class AlignmentTrainer(Trainer):
     """A Trainer that meters cost, averages per-step method metrics into the normal log lines, and
     checkpoints the method's own state so that ``--resume`` continues exactly."""
 
-    def __init__(self, *args, **kwargs):
+    # Methods that read harmful data (prompt + compliant answer) say which: "probe" (held-out
+    # harmful samples, T-Vaccine) or "paired" (the compliant answers to the alignment prompts).
+    harmful_data: str | None = None
+
+    def __init__(self, *args, harmful_dataset=None, **kwargs):
         super().__init__(*args, **kwargs)
+        if self.harmful_data is not None:
+            require(harmful_dataset is not None and len(harmful_dataset) > 0,
+                    f"{type(self).__name__} needs a non-empty harmful data set")
+        self.harmful_dataset = harmful_dataset
         self.cost_meter = StepCostMeter()
         self.add_callback(self.cost_meter)
         self.add_callback(MethodStateCheckpoint(self))
@@ -126,6 +134,17 @@ class AlignmentTrainer(Trainer):
     def costs(self) -> dict:
         return {**self.cost_meter.summary(), "peak_memory_bytes": peak_memory_bytes(self.args.device),
                 "memory_kind": "cuda_max_allocated" if self.args.device.type == "cuda" else "peak_rss"}
+
+
+def cycle_batches(dataset, batch_size: int, collate_fn, seed: int):
+    """Endless shuffled batches of a side data set (the harmful samples that RepNoise and TAR read
+    next to each alignment batch), reproducible from ``seed``."""
+    from torch.utils.data import DataLoader
+
+    generator = torch.Generator().manual_seed(seed)
+    while True:
+        yield from DataLoader(dataset, batch_size=batch_size, shuffle=True, collate_fn=collate_fn,
+                              generator=generator)
 
 
 def require(condition: bool, message: str) -> None:

@@ -57,11 +57,10 @@ class TVaccineConfig(VaccineConfig):
 
 
 class TVaccineTrainer(VaccineTrainer):
-    def __init__(self, *args, probe_dataset=None, **kwargs):
+    harmful_data = "probe"
+
+    def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        require(probe_dataset is not None and len(probe_dataset) > 0,
-                "T-Vaccine needs a non-empty harmful probe set")
-        self.probe_dataset = probe_dataset
         num_layers = len(self.hooks.layers)
         self.sampler = LayerSampler(num_layers, self.args.resolve_layers_per_draw(num_layers), self.args.seed)
         self.layer_history: list[dict] = []
@@ -80,8 +79,18 @@ class TVaccineTrainer(VaccineTrainer):
         base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
         if not getattr(base, "supports_gradient_checkpointing", False):
             return False
-        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        return all(hasattr(layer.layer, "gradient_checkpointing") for layer in self.hooks.layers)
+        enable = getattr(base, "activation_checkpointing_enable", None)
+        if enable is not None:
+            enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:  # transformers < 5
+            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # Enabling checkpointing makes the embedding output require grad (needed only by reentrant
+        # checkpointing); left on, every backward would run down to the embeddings.
+        base.disable_input_require_grads()
+        supported = all(hasattr(layer.layer, "gradient_checkpointing") for layer in self.hooks.layers)
+        if not supported:
+            base.gradient_checkpointing_disable()
+        return supported
 
     def perturbed_layers(self) -> list[int]:
         return self.sampler.selected
@@ -99,8 +108,8 @@ class TVaccineTrainer(VaccineTrainer):
         # Every layer's attention output must carry a gradient; checkpoint all of them so the probe
         # costs no more memory than a T-Vaccine step. autograd.grad writes no parameter gradient.
         self._set_layer_modes(trainable=everything, checkpointed=everything)
-        count = min(self.args.probe_samples, len(self.probe_dataset))
-        subset = torch.utils.data.Subset(self.probe_dataset, range(count))
+        count = min(self.args.probe_samples, len(self.harmful_dataset))
+        subset = torch.utils.data.Subset(self.harmful_dataset, range(count))
         loader = DataLoader(subset, batch_size=self.args.per_device_train_batch_size, collate_fn=self.data_collator)
         model.train()
         with self.accelerator.no_sync(model):
@@ -135,5 +144,4 @@ class TVaccineTrainer(VaccineTrainer):
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         self._maybe_update_selection(model)
-        self.record_metric("layers_selected", len(self.sampler.selected))
         return super().training_step(model, inputs, num_items_in_batch)

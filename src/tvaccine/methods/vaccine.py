@@ -22,7 +22,7 @@ class VaccineConfig(AlignmentConfig):
                                                        "perturbed layers (Vaccine paper default 2)."})
     perturbation_interval: int = field(default=1, metadata={
         "help": "Accelerated Vaccine's tau: search a new perturbation only every tau micro-batches and reuse "
-                "it in between (a new search also happens when the batch shape changes)."})
+                "it in between (cropped or zero-padded to each batch's length)."})
 
     def __post_init__(self):
         super().__post_init__()
@@ -42,12 +42,21 @@ class VaccineTrainer(AlignmentTrainer):
         """Vaccine perturbs every decoder layer; T-Vaccine narrows this."""
         return list(range(len(self.hooks.layers)))
 
-    def _reuse_perturbation(self, inputs) -> bool:
-        if self._perturbation is None or self._micro_batches % self.args.perturbation_interval == 0:
-            return False
-        sample = next(iter(self._perturbation.values()))
-        return sample.shape[:2] == inputs["input_ids"].shape[:2] \
+    def _reuse_perturbation(self) -> bool:
+        """Decided by the micro-batch counter alone, so every rank decides the same way."""
+        return self._perturbation is not None and self._micro_batches % self.args.perturbation_interval != 0 \
             and set(self._perturbation) == set(self.perturbed_layers())
+
+    def _fitted_perturbation(self, inputs) -> dict:
+        """A reused perturbation cropped or zero-padded to this batch's size and length."""
+        batch, length = inputs["input_ids"].shape[:2]
+        fitted = {}
+        for index, delta in self._perturbation.items():
+            out = delta.new_zeros((batch, length, *delta.shape[2:]))
+            b, t = min(batch, delta.shape[0]), min(length, delta.shape[1])
+            out[:b, :t] = delta[:b, :t]
+            fitted[index] = out
+        return fitted
 
     def search_perturbation(self, model, inputs, num_items_in_batch=None) -> None:
         model.train()
@@ -71,8 +80,11 @@ class VaccineTrainer(AlignmentTrainer):
         self._micro_batches = state.get("micro_batches", 0)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
-        if not self._reuse_perturbation(inputs):
+        if self._reuse_perturbation():
+            perturbation = self._fitted_perturbation(inputs)
+        else:
             self.search_perturbation(model, inputs, num_items_in_batch)
+            perturbation = self._perturbation
         self._micro_batches += 1
-        with self.hooks.perturb(self._perturbation):
+        with self.hooks.perturb(perturbation):
             return super().training_step(model, inputs, num_items_in_batch)
