@@ -52,7 +52,7 @@ def measure(method: str, args: dict, queue) -> None:
     config = config_class(output_dir="/tmp/tvaccine-bench", max_steps=args["steps"],
                           per_device_train_batch_size=args["batch"], disable_tqdm=True, use_cpu=args["cpu"],
                           logging_steps=10**6, seed=0, **options)
-    extra = {"harmful_dataset": dataset.select(range(args["batch"]))} if method == "t-vaccine" else {}
+    extra = {"harmful_dataset": dataset.select(range(args["batch"]))} if trainer_class.harmful_data else {}
     collate = lambda feats: {k: torch.tensor([f[k] for f in feats]) for k in feats[0]}
     trainer = trainer_class(model=model, args=config, train_dataset=dataset, data_collator=collate, **extra)
     start = time.perf_counter()
@@ -72,7 +72,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--dtype", default=None)
     parser.add_argument("--cpu", action="store_true")
-    parser.add_argument("--methods", default="sft,vaccine,t-vaccine")
+    parser.add_argument("--methods", default="sft,vaccine,t-vaccine,repnoise,tar")
     parser.add_argument("--out", default="benchmarks/results/step_cost.json")
     args = vars(parser.parse_args())
     context = multiprocessing.get_context("spawn")

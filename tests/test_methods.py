@@ -7,7 +7,7 @@ from tiny_models import stack_collator, tiny_model, token_batch, token_dataset
 from tvaccine.errors import UserError
 from tvaccine.layer_selection import LayerSampler, layer_probabilities
 from tvaccine.methods import METHODS
-from tvaccine.models import add_lora, find_decoder_layers, layer_index_of
+from tvaccine.models import add_lora, find_decoder_layers
 from tvaccine.perturbation import AttentionHooks, attention_output_grads, gradient_norm, worst_case_perturbation
 
 
@@ -134,6 +134,11 @@ def test_tvaccine_freezes_unselected_layers(tmp_path):
     selected = set(trainer.sampler.selected)
     assert len(selected) == 2
     after = lora_state(trainer.model)
+    layer_of = {f"{l.name}.": l.index for l in find_decoder_layers(trainer.model)}
+
+    def layer_index_of(name):
+        return next(index for prefix, index in layer_of.items() if prefix in name)
+
     for name, value in before.items():
         layer = layer_index_of(name)
         if layer in selected:

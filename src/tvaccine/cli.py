@@ -136,10 +136,14 @@ def cmd_align(args) -> None:
 # ------------------------------------------------------------------------------------------- layers
 
 def cmd_layers(args) -> None:
+    from tvaccine.data.sources import load_source, pick_split
     from tvaccine.layer_report import probe_layers
 
+    records = pick_split(load_source(args.harmful), "harmful", "train")  # validated before the model loads
+    if (Path(args.out) / "layer_norms.json").exists() and not args.overwrite:
+        raise UserError(f"{args.out} already holds a layer probe; pass --overwrite to replace it")
     model, tokenizer = _load(args, args.adapter)
-    result = probe_layers(model, tokenizer, args.harmful, args.samples, args.batch_size, args.template,
+    result = probe_layers(model, tokenizer, records, args.harmful, args.samples, args.batch_size, args.template,
                           args.max_length, Path(args.out))
     for index, (norm, prob) in enumerate(zip(result["norms"], result["probabilities"])):
         print(f"layer {index:3d}  ||dL_harm/dh|| = {norm:10.4f}  p = {prob:.3f}  {'#' * round(prob * 100)}")
@@ -291,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--template", choices=TEMPLATES, default="alpaca")
     p.add_argument("--max-length", type=_positive_int, default=200)
     p.add_argument("--out", default="runs/layers")
+    p.add_argument("--overwrite", action="store_true")
     _add_model_args(p)
     p.set_defaults(func=cmd_layers)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from tvaccine.data.formatting import tokenize_records
-from tvaccine.data.sources import load_source, pick_split
 from tvaccine.errors import UserError
 from tvaccine.layer_selection import layer_probabilities, probe_harmful_gradient_norms
 from tvaccine.models import find_decoder_layers
@@ -13,11 +12,11 @@ from tvaccine.perturbation import AttentionHooks
 from tvaccine.records import write_json
 
 
-def probe_layers(model, tokenizer, harmful: str, samples: int, batch_size: int, template: str, max_length: int,
-                 out: Path) -> dict:
+def probe_layers(model, tokenizer, records: list[dict], harmful: str, samples: int, batch_size: int, template: str,
+                 max_length: int, out: Path) -> dict:
     from transformers import DataCollatorForSeq2Seq
 
-    records = pick_split(load_source(harmful), "harmful", "train")[:samples]
+    records = records[:samples]
     examples = tokenize_records(records, tokenizer, template, max_length).examples
     if not examples:
         raise UserError(f"no usable harmful sample in {harmful}")

@@ -256,12 +256,6 @@ def find_decoder_layers(model: nn.Module) -> list[DecoderLayer]:
     return layers
 
 
-def layer_index_of(parameter_name: str) -> int | None:
-    """Decoder-layer index in a qualified parameter name ("...layers.7.self_attn..." -> 7)."""
-    match = re.search(r"\.(?:layers|h|layer|blocks)\.(\d+)\.", parameter_name)
-    return int(match.group(1)) if match else None
-
-
 # --------------------------------------------------------------------------------------------
 # LoRA
 # --------------------------------------------------------------------------------------------

@@ -87,7 +87,8 @@ class TARTrainer(AlignmentTrainer):
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         model.train()
-        tamper_grads, tamper_loss = self.tamper_resistance_gradients(model)
+        with self.accelerator.no_sync(model):  # the simulated attack must not all-reduce anything
+            tamper_grads, tamper_loss = self.tamper_resistance_gradients(model)
         self.record_metric("tamper_loss", tamper_loss)
         loss = super().training_step(model, inputs, num_items_in_batch)  # retain loss, writes .grad
         scale = self.args.tamper_weight / self.args.gradient_accumulation_steps

@@ -18,7 +18,6 @@ from torch.utils.data import DataLoader
 from tvaccine.layer_selection import LayerSampler, layer_probabilities, probe_harmful_gradient_norms
 from tvaccine.methods.base import require
 from tvaccine.methods.vaccine import VaccineConfig, VaccineTrainer
-from tvaccine.models import layer_index_of
 
 
 @dataclass
@@ -64,11 +63,8 @@ class TVaccineTrainer(VaccineTrainer):
         num_layers = len(self.hooks.layers)
         self.sampler = LayerSampler(num_layers, self.args.resolve_layers_per_draw(num_layers), self.args.seed)
         self.layer_history: list[dict] = []
-        self._lora_by_layer: dict[int, list[torch.nn.Parameter]] = {i: [] for i in range(num_layers)}
-        for name, param in self.model.named_parameters():
-            index = layer_index_of(name)
-            if "lora_" in name and index is not None:
-                self._lora_by_layer[index].append(param)
+        self._lora_by_layer = {layer.index: [p for n, p in layer.layer.named_parameters() if "lora_" in n]
+                               for layer in self.hooks.layers}
         require(any(self._lora_by_layer.values()), "T-Vaccine trains LoRA adapters: the model has none")
         self._checkpointing = self.args.checkpoint_unselected and self._enable_layer_checkpointing()
         self._last_step = None
@@ -128,6 +124,12 @@ class TVaccineTrainer(VaccineTrainer):
             self.probe(model)
         if step % self.args.resample_every == 0 or not self.sampler.selected:
             selected = self.sampler.draw()
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                # Ranks draw identically from identical probes; rank 0's draw is broadcast anyway, so
+                # that a non-deterministic GPU kernel can never make ranks train different layers.
+                shared = [selected]
+                torch.distributed.broadcast_object_list(shared, src=0)
+                selected = self.sampler.selected = shared[0]
             self.layer_history.append({"step": step, "event": "draw", "selected": selected})
         selected = set(self.sampler.selected)
         self._set_layer_modes(trainable=selected, checkpointed=set(range(len(self.hooks.layers))) - selected)
