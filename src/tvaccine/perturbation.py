@@ -96,7 +96,10 @@ def attention_output_grads(hooks: AttentionHooks, indices, loss_fn: Callable[[],
         raise RuntimeError(f"attention outputs of layers {missing} were not produced by the forward pass")
     outputs = [captured[i] for i in indices]
     if not all(out.requires_grad for out in outputs):
-        raise RuntimeError("attention outputs do not require grad: is any parameter below them trainable?")
+        from tvaccine.errors import UserError
+
+        raise UserError("a perturbed layer's attention output carries no gradient: nothing below it is trainable "
+                        "(LoRA targets must include the attention projections)")
     grads = torch.autograd.grad(loss, outputs, allow_unused=True)
     grads = {i: (g if g is not None else torch.zeros_like(o)) for i, o, g in zip(indices, outputs, grads)}
     return grads, loss.detach()

@@ -190,7 +190,8 @@ def beavertails(arg: str | None) -> Source:
     """The harmful data of the fine-tuning attack."""
     if arg is None:
         rows = _hub("beavertails", "PKU-Alignment/BeaverTails")
-        rows = {s: rows[s] for s in ("30k_train", "30k_test") if s in rows}
+        # The hub's 30k_train / 30k_test become train / test, the names every consumer looks for.
+        rows = {s.removeprefix("30k_"): rows[s] for s in ("30k_train", "30k_test") if s in rows}
     else:
         files = {f"{s}.{x}": s for s in ("train", "test") for x in ("jsonl", "json")}
         rows = {s: read_rows(p) for s, p in _local("beavertails", arg, files).items()}

@@ -94,6 +94,9 @@ class AlignmentTrainer(Trainer):
             require(harmful_dataset is not None and len(harmful_dataset) > 0,
                     f"{type(self).__name__} needs a non-empty harmful data set")
         self.harmful_dataset = harmful_dataset
+        if self.harmful_data == "paired":  # read a batch at a time next to each alignment batch
+            self.harmful_batches = cycle_batches(harmful_dataset, self.args.per_device_train_batch_size,
+                                                 self.data_collator, self.args.seed)
         self.cost_meter = StepCostMeter()
         self.add_callback(self.cost_meter)
         self.add_callback(MethodStateCheckpoint(self))

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from tvaccine.methods.base import AlignmentConfig, AlignmentTrainer, cycle_batches, require
+from tvaccine.methods.base import AlignmentConfig, AlignmentTrainer, require
 
 
 @dataclass
@@ -56,8 +56,6 @@ class RepNoiseTrainer(AlignmentTrainer):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._harmful = cycle_batches(self.harmful_dataset, self.args.per_device_train_batch_size,
-                                      self.data_collator, self.args.seed)
         self._generator = torch.Generator().manual_seed(self.args.seed)
 
     def noise_term(self, hidden_states, attention_mask) -> torch.Tensor:
@@ -72,7 +70,7 @@ class RepNoiseTrainer(AlignmentTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         harmless = super().compute_loss(model, inputs, num_items_in_batch=num_items_in_batch)
-        harmful = self._prepare_inputs(next(self._harmful))
+        harmful = self._prepare_inputs(next(self.harmful_batches))
         outputs = model(**harmful, output_hidden_states=True)
         ascent = bounded_ascent(outputs.loss)
         noise = self.noise_term(outputs.hidden_states, harmful["attention_mask"])

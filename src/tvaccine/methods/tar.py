@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from tvaccine.methods.base import AlignmentConfig, AlignmentTrainer, cycle_batches, require
+from tvaccine.methods.base import AlignmentConfig, AlignmentTrainer, require
 
 
 @dataclass
@@ -52,8 +52,6 @@ class TARTrainer(AlignmentTrainer):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._harmful = cycle_batches(self.harmful_dataset, self.args.per_device_train_batch_size,
-                                      self.data_collator, self.args.seed)
         self._rng = random.Random(self.args.seed)
 
     def tamper_resistance_gradients(self, model) -> tuple[list[torch.Tensor], float]:
@@ -64,13 +62,13 @@ class TARTrainer(AlignmentTrainer):
         lr = math.exp(self._rng.uniform(math.log(self.args.inner_lr_min), math.log(self.args.inner_lr_max)))
         try:
             for _ in range(self.args.inner_steps):
-                attack_loss = model(**self._prepare_inputs(next(self._harmful))).loss
+                attack_loss = model(**self._prepare_inputs(next(self.harmful_batches))).loss
                 grads = torch.autograd.grad(attack_loss, params, allow_unused=True)
                 with torch.no_grad():
                     for param, grad in zip(params, grads):
                         if grad is not None:
                             param.sub_(lr * grad)
-            batch = self._prepare_inputs(next(self._harmful))
+            batch = self._prepare_inputs(next(self.harmful_batches))
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
             tamper_loss = negative_entropy(logits, batch["labels"])
             grads = torch.autograd.grad(tamper_loss, params, allow_unused=True)
