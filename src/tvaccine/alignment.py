@@ -163,8 +163,6 @@ def run_alignment(spec: AlignSpec, out: str | Path, overwrite: bool = False, res
                                   allow_pickle=spec.allow_pickle)
     model.config.use_cache = False
     num_layers = len(find_decoder_layers(model))
-    if spec.method == "t-vaccine":
-        config.resolve_layers_per_draw(num_layers)
     tokenized = tokenize_records(records, tokenizer, spec.template, spec.max_length)
     if not tokenized.examples:
         raise UserError("no alignment sample has a response token left after truncation; raise --max-length")

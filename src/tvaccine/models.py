@@ -11,7 +11,6 @@ import importlib.util
 import json
 import os
 import re
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -331,9 +330,3 @@ def load_adapter(model: nn.Module, directory: str | Path, trainable: bool = Fals
 def merge_adapter(model: nn.Module) -> nn.Module:
     """Fold a LoRA adapter into the base weights (the papers merge the alignment LoRA before the attack)."""
     return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
-
-
-def timed_load(spec: str, **kwargs):
-    start = time.perf_counter()
-    model, tokenizer = load_model(spec, **kwargs)
-    return model, tokenizer, time.perf_counter() - start
