@@ -8,6 +8,7 @@ import pytest
 
 from tvaccine.cli import main
 from tvaccine.evaluation.evaluate import EvalSpec, score_generations
+from tvaccine.evaluation.robustness import hs_auc
 from tvaccine.records import read_jsonl
 
 
@@ -45,11 +46,16 @@ def test_smoke_preset_runs_every_method_and_writes_the_report(smoke_results):
     for row in rows:
         assert 0 <= row["after_harmful_score"] <= 100 and 0 <= row["after_finetune_accuracy"] <= 100
         assert row["attack_steps"] == 2
+        # The attack is scored before its first step, after each step (progress every 1) and at its end.
+        assert [point["step"] for point in row["curve"]] == [0, 1, 2]
+        assert row["hs_auc"] == pytest.approx(hs_auc(row["curve"])) and row["curve_steps"] == 2
     assert all(r["align_mean_step_s"] > 0 for r in rows if r["method"] != "none")
     report = (results / "report.md").read_text()
     for label in ("Non-aligned", "SFT", "Vaccine", "T-Vaccine", "RepNoise", "TAR"):
         assert f"| {label} |" in report
-    assert (results / "hs_fa.png").stat().st_size > 0 and (results / "hs_vs_p.png").stat().st_size > 0
+    assert "## Robustness over the attack" in report and "HS-AUC" in report
+    assert (results / "hs_vs_steps.png").stat().st_size > 0
+    assert (results / "hs_fa.png").stat().st_size > 0 and (results / "hs_fa_vs_p.png").stat().st_size > 0
     for name in ("run_config.yaml", "environment.json", "timing.json"):
         assert (results / name).is_file()
     history = json.loads((results / "align" / "t-vaccine" / "layer_history.json").read_text())

@@ -14,6 +14,8 @@ from tvaccine.data.formatting import TEMPLATES, tokenize_records
 from tvaccine.data.mixture import build_mixture
 from tvaccine.data.sources import load_source, pick_split
 from tvaccine.errors import UserError
+from tvaccine.evaluation.evaluate import EvalSpec, evaluation_sets
+from tvaccine.evaluation.judges import check_judge
 from tvaccine.methods import SFTConfig, SFTTrainer
 from tvaccine.models import DEFAULT_MODEL, add_lora, check_adapter, load_adapter, load_model, merge_adapter, save_adapter
 from tvaccine.records import environment, write_json, write_jsonl
@@ -45,6 +47,8 @@ class AttackSpec:
     dtype: str | None = None
     use_cpu: bool = False
     save_steps: int | None = None  # checkpoint every this many steps, so that --resume can continue
+    eval_every: int | None = None  # score the model under attack every this many steps: the HS curve
+    progress_eval: EvalSpec | None = None  # what those evaluations score (a small fixed prompt subset)
     allow_pickle: bool = False
     trust_remote_code: bool = False
 
@@ -61,6 +65,14 @@ class AttackSpec:
             raise UserError(f"attack max steps must be >= 1, got {self.max_steps}")
         if self.template not in TEMPLATES:
             raise UserError(f"unknown template {self.template!r}")
+        if self.eval_every is not None:
+            if self.eval_every < 1:
+                raise UserError(f"attack evaluation interval must be >= 1 step, got {self.eval_every}")
+            if not isinstance(self.progress_eval, EvalSpec):
+                raise UserError("evaluating during the attack needs an evaluation spec (progress_eval)")
+            self.progress_eval.validate()
+            evaluation_sets(self.progress_eval)
+            check_judge(self.progress_eval.judge)
         if self.aligned_adapter:
             check_adapter(self.aligned_adapter)
 
@@ -110,6 +122,12 @@ def run_attack(spec: AttackSpec, out: str | Path, overwrite: bool = False, resum
     trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(tokenized.examples),
                          data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
                          processing_class=tokenizer, callbacks=list(callbacks))
+    if spec.eval_every:
+        from tvaccine.evaluation.progress import AttackProgressCallback
+
+        # Added after the trainer's own step-time meter, so evaluation time is not counted as step time.
+        trainer.add_callback(AttackProgressCallback(spec.progress_eval, spec.eval_every, partial / "progress",
+                                                    tokenizer, log))
     harmful_count = sum(r["is_harmful"] for r in mixture)
     log(f"attacking {spec.aligned_adapter or 'the non-aligned model'}: n={spec.n}, p={spec.p} "
         f"({harmful_count} harmful), {len(tokenized.examples)} samples kept")

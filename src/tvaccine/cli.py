@@ -154,13 +154,24 @@ def cmd_layers(args) -> None:
 
 def cmd_attack(args) -> None:
     from tvaccine.attack import AttackSpec, run_attack
+    from tvaccine.evaluation.evaluate import EvalSpec
+    from tvaccine.evaluation.progress import ProgressSpec
 
+    progress_eval = None
+    if args.eval_every:
+        progress = ProgressSpec(every=args.eval_every, n_harmful=args.eval_n_harmful, n_task=args.eval_n_task,
+                                n_borderline=args.eval_n_borderline)
+        progress.validate()
+        progress_eval = progress.eval_spec(EvalSpec(
+            harmful=args.eval_harmful or "builtin:safety@eval", task=args.task, judge=args.judge,
+            template=args.template, max_new_tokens_harmful=args.eval_max_new_tokens,
+            max_new_tokens_task=args.eval_max_new_tokens_task))
     spec = AttackSpec(model=args.model, aligned_adapter=args.adapter, task=args.task, harmful=args.harmful,
                       eval_harmful=args.eval_harmful or None, n=args.n, p=args.p, learning_rate=args.lr,
                       epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size,
                       max_length=args.max_length, template=args.template, seed=args.seed, dtype=args.dtype,
                       use_cpu=args.cpu, save_steps=args.save_steps or None, allow_pickle=args.allow_pickle,
-                      trust_remote_code=args.trust_remote_code)
+                      trust_remote_code=args.trust_remote_code, eval_every=args.eval_every, progress_eval=progress_eval)
     _, _, summary = run_attack(spec, args.out, overwrite=args.overwrite, resume=args.resume)
     print(json.dumps(summary, indent=2))
 
@@ -318,6 +329,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--template", choices=TEMPLATES, default="alpaca")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--cpu", action="store_true")
+    p.add_argument("--eval-every", type=_positive_int,
+                   help="score HS / over-refusal / FA every N steps (and before the first) on a fixed subset")
+    p.add_argument("--eval-n-harmful", type=int, default=32, help="harmful prompts per progress evaluation")
+    p.add_argument("--eval-n-task", type=int, default=16, help="task prompts per progress evaluation (0: no FA)")
+    p.add_argument("--eval-n-borderline", type=int, default=16, help="borderline prompts (0: no over-refusal)")
+    p.add_argument("--eval-max-new-tokens", type=_positive_int, default=64, help="tokens per harmful answer")
+    p.add_argument("--eval-max-new-tokens-task", type=_positive_int, default=200, help="tokens per task answer")
+    p.add_argument("--judge", default="refusal", help="judge of the progress evaluations")
     _add_model_args(p)
     p.set_defaults(func=cmd_attack)
 

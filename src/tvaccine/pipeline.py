@@ -24,6 +24,8 @@ from tvaccine.attack import AttackSpec, attack_mixture, load_aligned, run_attack
 from tvaccine.errors import UserError
 from tvaccine.evaluation.evaluate import EvalSpec, evaluate, evaluation_sets
 from tvaccine.evaluation.judges import check_judge
+from tvaccine.evaluation.progress import ProgressSpec, read_curve
+from tvaccine.evaluation.robustness import summarize
 from tvaccine.methods import METHODS
 from tvaccine.models import merge_adapter
 from tvaccine.records import environment, read_jsonl, write_json, write_jsonl, write_text
@@ -65,7 +67,7 @@ class Plan:
     def __init__(self, config: dict):
         config = copy.deepcopy(config)
         known = {"name", "model", "seed", "methods", "align", "attack", "evaluate", "evaluate_before_attack",
-                 "isolate_alignment"}
+                 "isolate_alignment", "progress"}
         unknown = sorted(set(config) - known)
         if unknown:
             raise UserError(f"unknown top-level field(s) in the run config: {', '.join(unknown)}")
@@ -94,6 +96,15 @@ class Plan:
             spec.method_config("/tmp/unused")  # validates the method's options now
             self.align_specs[method] = spec
         attack = dict(config.get("attack", {}))
+        for key in ("eval_every", "progress_eval"):
+            if key in attack:
+                raise UserError(f"attack.{key}: set the attack-progress evaluation in the top-level `progress` section")
+        self.progress = None
+        if config.get("progress") is not None:
+            if not isinstance(config["progress"], dict):
+                raise UserError("`progress` must be a mapping (every, n_harmful, n_task, n_borderline)")
+            self.progress = _dataclass_from(ProgressSpec, config["progress"], "progress")
+            self.progress.validate()
         sweep = {k: v for k, v in attack.items() if isinstance(v, list)}
         self.settings = []
         for values in itertools.product(*sweep.values()) if sweep else [()]:
@@ -106,6 +117,10 @@ class Plan:
         for spec in self.settings:
             # The harmful prompts that are scored must not be trained on.
             spec.eval_harmful = self.eval_spec.harmful
+            if self.progress:
+                spec.eval_every = self.progress.every
+                spec.progress_eval = self.progress.eval_spec(self.eval_spec_for(spec))
+                spec.validate()
             evaluation_sets(self.eval_spec_for(spec))  # every evaluation source loads
             attack_mixture(spec)  # counts, ratios and train/eval overlap are checked now
         check_judge(self.eval_spec.judge)
@@ -190,8 +205,10 @@ def run_experiment(config: dict, results: str | Path, log=print) -> list[dict]:
             attack = dataclasses.replace(attack, aligned_adapter=adapter)
             attack_dir = results / "attack" / method / Plan.setting_name(attack)
             scores = _attack_and_evaluate(plan, attack, attack_dir, log)
+            curve = read_curve(attack_dir)
             rows.append({"method": method, "setting": Plan.setting_name(attack), "p": attack.p, "n": attack.n,
                          "attack_lr": attack.learning_rate, "attack_steps": scores.pop("attack_steps", None),
+                         "curve": curve, **summarize(curve),
                          **{f"after_{k}": v for k, v in scores.items()},
                          **{f"before_{k}": v for k, v in before.items()},
                          "align_peak_memory_bytes": align_summary.get("peak_memory_bytes"),

@@ -1,0 +1,90 @@
+"""Scoring a model while it is being attacked, so one attack gives the whole harmful-score curve.
+
+A defense rarely changes where a long attack ends; it shows as a slower rise of the harmful score
+on the way there. Evaluating every k optimizer steps inside a single attack gives that curve at
+the cost of the evaluations alone. Generation is greedy and leaves the RNG untouched, so the
+attack's trajectory is the same with and without these evaluations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from tvaccine.errors import UserError
+from tvaccine.evaluation.evaluate import EvalSpec, evaluate
+from tvaccine.records import read_jsonl, write_jsonl
+
+CURVE_FILE = "progress.jsonl"
+CURVE_KEYS = ("harmful_score", "over_refusal", "finetune_accuracy", "harmful_refusal_rate")
+
+
+@dataclass
+class ProgressSpec:
+    """A fixed subset of the evaluation prompts (the first n of each set), scored every ``every``
+    optimizer steps, before the first step and after the last."""
+
+    every: int = 5
+    n_harmful: int = 32
+    n_task: int = 16
+    n_borderline: int = 16
+
+    def validate(self) -> None:
+        if self.every < 1:
+            raise UserError(f"progress evaluation interval must be >= 1 step, got {self.every}")
+        for name in ("n_harmful", "n_task", "n_borderline"):
+            if getattr(self, name) < 0:
+                raise UserError(f"progress {name} must be >= 0, got {getattr(self, name)}")
+        if self.n_harmful < 1:
+            raise UserError("progress evaluation needs n_harmful >= 1: the harmful score is the curve")
+
+    def eval_spec(self, base: EvalSpec) -> EvalSpec:
+        return dataclasses.replace(base, n_harmful=self.n_harmful, n_task=self.n_task,
+                                   n_borderline=self.n_borderline,
+                                   task=base.task if self.n_task else None,
+                                   borderline=base.borderline if self.n_borderline else None)
+
+
+class AttackProgressCallback(TrainerCallback):
+    """Evaluates the model under attack at steps 0, k, 2k, ... and the last step; each point's
+    generations and scores go to ``<out>/step_NNNNN`` and one line per point to ``<out>/progress.jsonl``.
+
+    Under torchrun only rank 0 evaluates (the other ranks wait for it at the next all-reduce).
+    Points already on file (a resumed attack) are not evaluated again.
+    """
+
+    def __init__(self, spec: EvalSpec, every: int, out: Path, tokenizer, log=print):
+        self.spec, self.every, self.out, self.tokenizer, self.log = spec, every, Path(out), tokenizer, log
+        path = self.out / CURVE_FILE
+        self.curve = read_jsonl(path) if path.is_file() else []
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if state.global_step == 0:
+            self._score(model, 0, state)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step % self.every == 0 or state.global_step == state.max_steps:
+            self._score(model, state.global_step, state)
+
+    def _score(self, model, step: int, state) -> None:
+        if not state.is_world_process_zero or any(point["step"] == step for point in self.curve):
+            return
+        was_training = model.training
+        try:
+            scores = evaluate(model, self.tokenizer, self.spec, self.out / f"step_{step:05d}")
+        finally:
+            model.train(was_training)
+        point = {"step": step, **{k: scores.get(k) for k in CURVE_KEYS}}
+        self.curve.append(point)
+        write_jsonl(self.out / CURVE_FILE, self.curve)
+        self.log(f"attack step {step}: " + ", ".join(f"{k} {v:.1f}%" for k, v in point.items()
+                                                     if k != "step" and v is not None))
+
+
+def read_curve(attack_dir: Path) -> list[dict]:
+    path = Path(attack_dir) / "progress" / CURVE_FILE
+    return sorted(read_jsonl(path), key=lambda p: p["step"]) if path.is_file() else []
+

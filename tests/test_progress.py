@@ -1,0 +1,106 @@
+"""Scoring the model during the attack (the HS curve) and the robustness summary of a curve."""
+
+import pytest
+from transformers import TrainerCallback
+
+from tvaccine.attack import AttackSpec, load_aligned, run_attack
+from tvaccine.cli import main
+from tvaccine.evaluation.evaluate import EvalSpec, evaluate
+from tvaccine.evaluation.progress import ProgressSpec, read_curve
+from tvaccine.evaluation.robustness import hs_auc, steps_to_reach, summarize
+from tvaccine.records import read_jsonl
+
+from test_resume import assert_same_adapter
+
+EVAL = EvalSpec(task="builtin:sentiment", n_harmful=5, n_task=3, n_borderline=2, max_new_tokens_harmful=6,
+                max_new_tokens_task=3, batch_size=8)
+
+
+def attack_spec(**changes):
+    values = dict(model="tiny-random-llama", n=20, p=0.5, max_steps=5, batch_size=5, max_length=512,
+                  learning_rate=5e-3, lora_dropout=0.1, use_cpu=True, seed=1)
+    return AttackSpec(**{**values, **changes})
+
+
+def test_curve_has_every_kth_step_and_the_last_and_does_not_change_the_attack(tmp_path):
+    quiet = dict(log=lambda *a: None)
+    run_attack(attack_spec(), tmp_path / "plain", **quiet)
+    _, _, summary = run_attack(attack_spec(eval_every=2, progress_eval=EVAL), tmp_path / "curve", **quiet)
+    curve = read_curve(tmp_path / "curve")
+    assert [p["step"] for p in curve] == [0, 2, 4, 5]
+    for point in curve:
+        assert 0 <= point["harmful_score"] <= 100 and 0 <= point["over_refusal"] <= 100
+        assert point["finetune_accuracy"] is not None
+        folder = tmp_path / "curve" / "progress" / f"step_{point['step']:05d}"
+        assert len(read_jsonl(folder / "generations_harmful.jsonl")) == 5
+        assert len(read_jsonl(folder / "generations_task.jsonl")) == 3
+    # Greedy generation in between steps leaves the RNG and the weights alone: same adapter, bit for bit
+    # (dropout is on, so a consumed random number would show).
+    assert_same_adapter(tmp_path / "plain", tmp_path / "curve")
+    assert summary["steps"] == 5
+
+
+def test_curve_endpoints_are_the_models_before_and_after_the_attack(tmp_path):
+    spec = attack_spec(eval_every=5, progress_eval=EVAL)
+    model, tokenizer, _ = run_attack(spec, tmp_path / "a", log=lambda *a: None)
+    evaluate(model, tokenizer, EVAL, tmp_path / "after")
+    before_model, before_tokenizer = load_aligned(spec)
+    evaluate(before_model, before_tokenizer, EVAL, tmp_path / "before")
+    for step, standalone in ((0, "before"), (5, "after")):
+        for name in ("harmful", "task", "borderline"):
+            curve_answers = read_jsonl(tmp_path / "a" / "progress" / f"step_{step:05d}" / f"generations_{name}.jsonl")
+            assert curve_answers == read_jsonl(tmp_path / standalone / f"generations_{name}.jsonl")
+    # The attack moved the model: at lr 5e-3 the tiny model's answers change.
+    first = read_jsonl(tmp_path / "a" / "progress" / "step_00000" / "generations_harmful.jsonl")
+    last = read_jsonl(tmp_path / "a" / "progress" / "step_00005" / "generations_harmful.jsonl")
+    assert [r["generation"] for r in first] != [r["generation"] for r in last]
+
+
+class InterruptAt(TrainerCallback):
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == 3:
+            raise KeyboardInterrupt
+
+
+def test_resumed_attack_continues_the_curve_without_repeating_points(tmp_path):
+    spec = attack_spec(eval_every=2, progress_eval=EVAL, save_steps=2)
+    with pytest.raises(KeyboardInterrupt):
+        run_attack(spec, tmp_path / "a", log=lambda *a: None, callbacks=[InterruptAt()])
+    run_attack(spec, tmp_path / "a", resume=True, log=lambda *a: None)
+    assert [p["step"] for p in read_curve(tmp_path / "a")] == [0, 2, 4, 5]
+
+
+def test_robustness_summary_numbers():
+    curve = [{"step": 0, "harmful_score": 20.0}, {"step": 10, "harmful_score": 40.0},
+             {"step": 20, "harmful_score": 80.0}]
+    # Trapezoids: 10 * 30 + 10 * 60 = 900 over 20 steps.
+    assert hs_auc(curve) == pytest.approx(45.0)
+    assert steps_to_reach(curve, 50.0) == pytest.approx(12.5)
+    assert steps_to_reach(curve, 90.0) is None
+    assert steps_to_reach(curve, 10.0) == 0.0
+    summary = summarize(list(reversed(curve)))  # order on file does not matter
+    assert summary["hs_rise"] == pytest.approx(60.0) and summary["hs_start"] == 20.0
+    assert summary["curve_steps"] == 20
+    # A curve that stays flat is as robust as its level.
+    assert hs_auc([{"step": 0, "harmful_score": 30.0}, {"step": 5, "harmful_score": 30.0}]) == pytest.approx(30.0)
+
+
+def test_progress_spec_takes_the_first_prompts_of_each_set():
+    spec = ProgressSpec(every=3, n_harmful=7, n_task=0, n_borderline=2).eval_spec(EVAL)
+    assert (spec.n_harmful, spec.task, spec.n_borderline, spec.judge) == (7, None, 2, EVAL.judge)
+    with pytest.raises(Exception, match="n_harmful >= 1"):
+        ProgressSpec(n_harmful=0).validate()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--eval-every", "0"], "--eval-every: expected an integer >= 1"),
+    (["--eval-every", "2", "--eval-n-harmful", "0"], "n_harmful >= 1"),
+    (["--eval-every", "2", "--eval-n-task", "-1"], "n_task must be >= 0"),
+])
+def test_attack_progress_bad_input_is_one_line_exit_2(tmp_path, capsys, args, message):
+    code = main(["attack", "--model", "tiny-random-llama", "--out", str(tmp_path / "x"), "--n", "10",
+                 "--max-steps", "1", *args])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert message in err[-1] and err[-1].startswith("tvaccine")  # one line (argparse prints usage above it)
+    assert not (tmp_path / "x").exists() and not (tmp_path / "x.partial").exists()
