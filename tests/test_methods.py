@@ -190,6 +190,33 @@ def test_sampling_follows_the_layer_probabilities():
     assert len(set(picks)) == 3 and picks == sorted(picks)
 
 
+def test_non_paper_probability_options_temperature_and_excluded_layers():
+    norms = torch.tensor([8.0, 4.0, 2.0, 2.0])
+    # T=2 takes square roots before normalising: sqrt(8), 2, sqrt(2), sqrt(2).
+    flat = layer_probabilities(norms, temperature=2.0)
+    expected = torch.tensor([8 ** 0.5, 2.0, 2 ** 0.5, 2 ** 0.5], dtype=torch.float64)
+    torch.testing.assert_close(flat, expected / expected.sum())
+    assert flat[0] < layer_probabilities(norms)[0] < layer_probabilities(norms, temperature=0.5)[0]
+    excluded = layer_probabilities(norms, exclude=[0])
+    torch.testing.assert_close(excluded, torch.tensor([0.0, 0.5, 0.25, 0.25], dtype=torch.float64))
+    # No harmful gradient anywhere: uniform over the allowed layers only.
+    torch.testing.assert_close(layer_probabilities(torch.zeros(4), exclude=[0]),
+                               torch.tensor([0.0, 1 / 3, 1 / 3, 1 / 3], dtype=torch.float64))
+    sampler = LayerSampler(4, 3, seed=0, exclude=[0])
+    sampler.probabilities = layer_probabilities(torch.tensor([5.0, 1.0, 0.0, 0.0]), exclude=[0])
+    assert all(0 not in sampler.draw() for _ in range(50))  # the fill-up for zero-gradient layers too
+
+
+def test_tvaccine_never_draws_an_excluded_layer(tmp_path):
+    trainer = make_trainer("t-vaccine", tmp_path, steps=6, rho=1.0, layers_per_draw=2, resample_every=1,
+                           probe_every=3, probe_samples=4, exclude_layers=[0])
+    trainer.train()
+    draws = [e["selected"] for e in trainer.layer_history if e["event"] == "draw"]
+    assert len(draws) == 6 and all(0 not in d and len(d) == 2 for d in draws)
+    probes = [e for e in trainer.layer_history if e["event"] == "probe"]
+    assert all(p["probabilities"][0] == 0.0 and p["norms"][0] > 0 for p in probes)
+
+
 def test_sampler_state_round_trip_reproduces_draws():
     sampler = LayerSampler(10, 3, seed=7)
     sampler.probabilities = layer_probabilities(torch.arange(1, 11).double())
@@ -206,6 +233,8 @@ def test_sampler_state_round_trip_reproduces_draws():
     ({"layers_per_draw": 0}, "S .* must be >= 1"),
     ({"resample_every": 0}, "J .* must be >= 1"),
     ({"probe_every": 0}, "K .* must be >= 1"),
+    ({"probability_temperature": 0.0}, "temperature must be > 0"),
+    ({"exclude_layers": [-1]}, "excluded layers must be layer indices"),
 ])
 def test_bad_tvaccine_options_are_rejected_before_training(tmp_path, options, message):
     with pytest.raises(UserError, match=message):
@@ -215,6 +244,10 @@ def test_bad_tvaccine_options_are_rejected_before_training(tmp_path, options, me
 def test_tvaccine_rejects_more_layers_than_the_model_has_and_an_empty_probe_set(tmp_path):
     with pytest.raises(UserError, match="only 4"):
         make_trainer("t-vaccine", tmp_path, layers_per_draw=5)
+    with pytest.raises(UserError, match=r"only 4 \(2 excluded\)"):
+        make_trainer("t-vaccine", tmp_path, layers_per_draw=3, exclude_layers=[0, 1])
+    with pytest.raises(UserError, match="excluded layer 4 does not exist"):
+        make_trainer("t-vaccine", tmp_path, exclude_layers=[4])
     config_class, trainer_class = METHODS["t-vaccine"]
     with pytest.raises(UserError, match="needs a non-empty harmful data set"):
         trainer_class(model=lora_model(), args=config_class(output_dir=str(tmp_path), use_cpu=True),

@@ -33,12 +33,16 @@ def probe_harmful_gradient_norms(hooks: AttentionHooks, batches: Iterable[dict],
     return squares.sqrt()
 
 
-def layer_probabilities(norms: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """p_l = s_l / sum(s) (the paper's rule) at temperature 1; other temperatures use s_l^(1/T),
-    a clearly separate option that flattens (T>1) or sharpens (T<1) the distribution."""
+def layer_probabilities(norms: torch.Tensor, temperature: float = 1.0, exclude: Iterable[int] = ()) -> torch.Tensor:
+    """p_l = s_l / sum(s) (the paper's rule) at temperature 1 with nothing excluded. The two
+    non-paper options: s_l^(1/T) flattens (T>1) or sharpens (T<1) the distribution; excluded
+    layers get probability 0 and the rest is renormalised."""
     weights = norms.double().clamp_min(0) ** (1.0 / temperature)
+    allowed = torch.ones_like(weights, dtype=torch.bool)
+    allowed[list(exclude)] = False
+    weights = torch.where(allowed, weights, torch.zeros_like(weights))
     if weights.sum() <= 0:
-        return torch.full_like(weights, 1.0 / len(weights))
+        return allowed.double() / allowed.sum()
     return weights / weights.sum()
 
 
@@ -46,17 +50,19 @@ class LayerSampler:
     """Draws S distinct layers with probabilities p; owns its generator so draws are reproducible
     and identical on every rank that starts from the same seed."""
 
-    def __init__(self, num_layers: int, layers_per_draw: int, seed: int):
+    def __init__(self, num_layers: int, layers_per_draw: int, seed: int, exclude: Iterable[int] = ()):
         self.num_layers = num_layers
         self.layers_per_draw = layers_per_draw
         self.generator = torch.Generator().manual_seed(seed)
-        self.probabilities = torch.full((num_layers,), 1.0 / num_layers, dtype=torch.float64)
+        self.allowed = torch.ones(num_layers, dtype=torch.float64)
+        self.allowed[list(exclude)] = 0.0
+        self.probabilities = self.allowed / self.allowed.sum()
         self.selected: list[int] = []
 
     def draw(self) -> list[int]:
         nonzero = int((self.probabilities > 0).sum())
         if nonzero < self.layers_per_draw:  # too few layers with any harmful gradient: fill uniformly
-            probs = self.probabilities + 1e-12
+            probs = self.probabilities + 1e-12 * self.allowed
         else:
             probs = self.probabilities
         picks = torch.multinomial(probs, self.layers_per_draw, replacement=False, generator=self.generator)

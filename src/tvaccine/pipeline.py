@@ -75,23 +75,31 @@ class Plan:
         self.model = config.get("model", "smollm2-135m-instruct")
         self.seed = int(config.get("seed", 42))
         self.methods = config.get("methods", [NON_ALIGNED, "sft", "vaccine", "t-vaccine"])
+        align = dict(config.get("align", {}))
+        options = align.pop("method_options", {})
+        # A label that is not a method names a variant: `method_options: {tv-s15: {method: t-vaccine, ...}}`.
+        self.base_methods = {}
         for method in self.methods:
-            if method != NON_ALIGNED and method not in METHODS:
+            base = method if method in METHODS or method == NON_ALIGNED else options.get(method, {}).get("method")
+            if base not in METHODS and base != NON_ALIGNED:
                 raise UserError(f"unknown method {method!r} in the run config; choose from "
-                                f"{', '.join([NON_ALIGNED, *METHODS])}")
+                                f"{', '.join([NON_ALIGNED, *METHODS])}, or define it as a variant in "
+                                f"align.method_options with a `method:` key")
+            self.base_methods[method] = base
+        if len(set(self.methods)) != len(self.methods):
+            raise UserError("the run config lists a method twice")
         self.evaluate_before_attack = bool(config.get("evaluate_before_attack", False))
         # One process per alignment makes each method's peak memory its own; a smoke run on a tiny
         # model can skip the process start-up (its memory column is then the run's running peak).
         self.isolate_alignment = bool(config.get("isolate_alignment", True))
-        align = dict(config.get("align", {}))
-        options = align.pop("method_options", {})
         self.align_specs = {}
         for method in self.methods:
             if method == NON_ALIGNED:
                 continue
-            train = {**align.get("train", {}), **options.get(method, {})}
-            spec = _dataclass_from(AlignSpec, {**align, "train": train, "method": method, "model": self.model,
-                                               "seed": self.seed}, "align")
+            own = {k: v for k, v in options.get(method, {}).items() if k != "method"}
+            train = {**align.get("train", {}), **own}
+            spec = _dataclass_from(AlignSpec, {**align, "train": train, "method": self.base_methods[method],
+                                               "model": self.model, "seed": self.seed}, "align")
             spec.validate()
             spec.method_config("/tmp/unused")  # validates the method's options now
             self.align_specs[method] = spec
@@ -206,7 +214,8 @@ def run_experiment(config: dict, results: str | Path, log=print) -> list[dict]:
             attack_dir = results / "attack" / method / Plan.setting_name(attack)
             scores = _attack_and_evaluate(plan, attack, attack_dir, log)
             curve = read_curve(attack_dir)
-            rows.append({"method": method, "setting": Plan.setting_name(attack), "p": attack.p, "n": attack.n,
+            rows.append({"method": method, "base_method": plan.base_methods[method],
+                         "setting": Plan.setting_name(attack), "p": attack.p, "n": attack.n,
                          "attack_lr": attack.learning_rate, "attack_steps": scores.pop("attack_steps", None),
                          "curve": curve, **summarize(curve),
                          **{f"after_{k}": v for k, v in scores.items()},

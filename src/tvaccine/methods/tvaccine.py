@@ -32,6 +32,9 @@ class TVaccineConfig(VaccineConfig):
     probe_samples: int = field(default=200, metadata={"help": "Harmful samples in each probe."})
     probability_temperature: float = field(default=1.0, metadata={
         "help": "1 = the paper's p_l = s_l/sum(s). Other values use s_l^(1/T) (a non-paper variant)."})
+    exclude_layers: list[int] = field(default_factory=list, metadata={
+        "help": "Layers never drawn (probability 0), e.g. [0], the embedding-adjacent layer the probe "
+                "favours on small models. Empty = the paper's method; anything else is a non-paper variant."})
     checkpoint_unselected: bool = field(default=True, metadata={
         "help": "Run layers outside the S under activation checkpointing (the memory saving)."})
 
@@ -46,12 +49,17 @@ class TVaccineConfig(VaccineConfig):
         require(self.probe_every >= 1, f"K (probe every) must be >= 1, got {self.probe_every}")
         require(self.probe_samples >= 1, f"probe samples must be >= 1, got {self.probe_samples}")
         require(self.probability_temperature > 0, "probability temperature must be > 0")
+        require(all(isinstance(i, int) and i >= 0 for i in self.exclude_layers),
+                f"excluded layers must be layer indices >= 0, got {self.exclude_layers}")
 
     def resolve_layers_per_draw(self, num_layers: int) -> int:
+        require(max(self.exclude_layers, default=-1) < num_layers,
+                f"excluded layer {max(self.exclude_layers, default=-1)} does not exist: the model has {num_layers}")
         if self.layers_per_draw is None:
             return 8 if num_layers >= 32 else max(1, math.ceil(num_layers / 4))
-        require(self.layers_per_draw <= num_layers,
-                f"S = {self.layers_per_draw} layers per draw, but the model has only {num_layers}")
+        require(self.layers_per_draw <= num_layers - len(set(self.exclude_layers)),
+                f"S = {self.layers_per_draw} layers per draw, but the model has only {num_layers}"
+                + (f" ({len(set(self.exclude_layers))} excluded)" if self.exclude_layers else ""))
         return self.layers_per_draw
 
 
@@ -61,7 +69,8 @@ class TVaccineTrainer(VaccineTrainer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         num_layers = len(self.hooks.layers)
-        self.sampler = LayerSampler(num_layers, self.args.resolve_layers_per_draw(num_layers), self.args.seed)
+        self.sampler = LayerSampler(num_layers, self.args.resolve_layers_per_draw(num_layers), self.args.seed,
+                                    exclude=self.args.exclude_layers)
         self.layer_history: list[dict] = []
         self._lora_by_layer = {layer.index: [p for n, p in layer.layer.named_parameters() if "lora_" in n]
                                for layer in self.hooks.layers}
@@ -111,7 +120,8 @@ class TVaccineTrainer(VaccineTrainer):
         with self.accelerator.no_sync(model):
             norms = probe_harmful_gradient_norms(
                 self.hooks, loader, lambda batch: self.compute_loss(model, self._prepare_inputs(batch)))
-        self.sampler.probabilities = layer_probabilities(norms, self.args.probability_temperature)
+        self.sampler.probabilities = layer_probabilities(norms, self.args.probability_temperature,
+                                                         exclude=self.args.exclude_layers)
         self.layer_history.append({"step": self.state.global_step, "event": "probe", "norms": norms.tolist(),
                                    "probabilities": self.sampler.probabilities.tolist()})
 
