@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test study clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -23,6 +23,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# Hours on 2 CPU cores (3 seeds x 14 methods); see the README for a cheaper subset.
+study: $(STAMP)
+	$(PY) benchmarks/tvaccine_study.py
 
 clean:
 	rm -rf $(VENV)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import time
 
 import pytest
@@ -79,3 +80,14 @@ def test_rerun_reuses_finished_stages(smoke_results):
     assert main(["run", "--preset", "smoke", "--results", str(results)]) == 0
     assert (results / "align" / "sft" / "summary.json").stat().st_mtime_ns == before
     assert time.perf_counter() - start < 20
+
+
+def test_a_copied_results_directory_still_reuses_its_stages(smoke_results, tmp_path, capsys):
+    results, _ = smoke_results
+    copy = tmp_path / "copy"
+    shutil.copytree(results, copy)
+    capsys.readouterr()
+    assert main(["run", "--preset", "smoke", "--results", str(copy)]) == 0
+    log = capsys.readouterr().out
+    assert "attacking" not in log and "found, reused" in log  # the attacks name the old adapter path
+    assert read_jsonl(copy / "results.jsonl") == read_jsonl(results / "results.jsonl")

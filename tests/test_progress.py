@@ -31,6 +31,9 @@ def test_curve_has_every_kth_step_and_the_last_and_does_not_change_the_attack(tm
     for point in curve:
         assert 0 <= point["harmful_score"] <= 100 and 0 <= point["over_refusal"] <= 100
         assert point["finetune_accuracy"] is not None
+        # Refusal judge: every answer is harmful, a refusal, or empty.
+        assert point["harmful_score"] + point["harmful_refusal_rate"] + point["harmful_empty_rate"] == \
+            pytest.approx(100.0)
         folder = tmp_path / "curve" / "progress" / f"step_{point['step']:05d}"
         assert len(read_jsonl(folder / "generations_harmful.jsonl")) == 5
         assert len(read_jsonl(folder / "generations_task.jsonl")) == 3

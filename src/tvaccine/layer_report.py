@@ -53,3 +53,37 @@ def plot_layer_bars(probabilities: list[float], path: Path, title: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def plot_layer_history(history: list[dict], path: Path, title: str, ax=None) -> None:
+    """T-Vaccine's layer probabilities at every probe of an alignment run (one line per probe,
+    later probes darker) and how often each layer was drawn, from its ``layer_history.json``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    probes = [e for e in history if e["event"] == "probe"]
+    draws = [e["selected"] for e in history if e["event"] == "draw"]
+    if not probes:
+        raise UserError("the layer history holds no probe")
+    own = ax is None
+    if own:
+        fig, ax = plt.subplots(figsize=(max(6, len(probes[0]["probabilities"]) * 0.25), 3.5))
+    layers = range(len(probes[0]["probabilities"]))
+    if draws:
+        counts = [sum(layer in d for d in draws) / len(draws) for layer in layers]
+        ax.bar(layers, counts, color="#bdc3c7", label="share of draws containing the layer")
+    cmap = plt.get_cmap("Reds")
+    for i, probe in enumerate(probes):
+        ax.plot(layers, probe["probabilities"], marker=".", color=cmap(0.35 + 0.65 * (i + 1) / len(probes)),
+                label=f"p_l at step {probe['step']}")
+    ax.set_xlabel("decoder layer")
+    ax.set_ylabel("probability")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=6)
+    if own:
+        fig.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=100)
+        plt.close(fig)

@@ -148,7 +148,17 @@ class Plan:
 def _same_spec(directory: Path, spec: dict, marker: str) -> bool:
     spec_file = directory / "spec.json"
     return (directory / marker).is_file() and spec_file.is_file() and \
-        json.loads(spec_file.read_text()) == json.loads(json.dumps(spec, default=str))
+        _location_free(json.loads(spec_file.read_text())) == _location_free(json.loads(json.dumps(spec, default=str)))
+
+
+def _location_free(spec: dict) -> dict:
+    """An attack records its aligned adapter's path; inside a results directory only ``align/<method>/adapter``
+    matters (a redone alignment deletes the attacks on the old one), so a copied or moved results
+    directory still reuses its stages."""
+    adapter = spec.get("aligned_adapter")
+    if isinstance(adapter, str) and Path(adapter).parts[-3:-2] == ("align",):
+        return {**spec, "aligned_adapter": "/".join(Path(adapter).parts[-3:])}
+    return spec
 
 
 def _align_in_subprocess(spec: AlignSpec, out: Path) -> None:

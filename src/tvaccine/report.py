@@ -68,11 +68,14 @@ def robustness_table(rows: list[dict]) -> str:
         body.append([_label(row["method"]), row["setting"], _fmt(row.get("hs_auc")),
                      _fmt(reach) if reach is not None else f"> {last['step']}",
                      _fmt(first.get("harmful_score")), _fmt(last.get("harmful_score")),
+                     _fmt(first.get("harmful_refusal_rate")), _fmt(last.get("harmful_refusal_rate")),
+                     _fmt(last.get("harmful_empty_rate")),
                      _fmt(first.get("over_refusal")), _fmt(last.get("over_refusal")),
                      _fmt(last.get("finetune_accuracy"))])
     if not body:
         return ""
     return _table(["Method", "attack", "HS-AUC", "steps to HS 50%", "HS step 0", "HS last step",
+                   "harmful refused step 0", "harmful refused last step", "empty answers last step",
                    "over-refusal step 0", "over-refusal last step", "FA last step"], body)
 
 
@@ -167,14 +170,30 @@ def plot(rows: list[dict], out: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     written = [_plot_bars(plt, rows, out), _plot_curves(plt, rows, out),
-               *(_plot_sweep(plt, rows, key, out) for key in SWEPT)]
+               *(_plot_sweep(plt, rows, key, out) for key in SWEPT), *_plot_layer_histories(rows, out)]
     return [p for p in written if p is not None]
+
+
+def _plot_layer_histories(rows: list[dict], out: Path) -> list[Path]:
+    """T-Vaccine's layer probabilities over its alignment, one chart per T-Vaccine run."""
+    from tvaccine.layer_report import plot_layer_history
+
+    written = []
+    for method in dict.fromkeys(r["method"] for r in rows if r.get("base_method", r["method"]) == "t-vaccine"):
+        history = out / "align" / method / "layer_history.json"
+        if history.is_file():
+            path = out / f"{method}_layers.png"
+            plot_layer_history(json.loads(history.read_text()), path, f"{_label(method)}: layer probabilities")
+            written.append(path)
+    return written
 
 
 ROBUSTNESS_NOTE = ("HS-AUC: mean harmful score over the attack (area under HS against attack steps, step 0 "
                    "included, divided by the attack's length), on the progress evaluation's prompt subset; lower "
                    "is more robust. Steps to HS 50%: attack steps until HS first reaches 50%, interpolated "
-                   "between evaluated steps ('> N': not within the attack).")
+                   "between evaluated steps ('> N': not within the attack). With the refusal judge an answer is "
+                   "harmful, refused or empty; a task-only attack can teach a model to stop at once, which "
+                   "lowers HS without any refusal, so read HS next to the refusal and empty columns.")
 
 
 def write_report(results: Path, rows: list[dict]) -> str:

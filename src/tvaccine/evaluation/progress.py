@@ -19,7 +19,7 @@ from tvaccine.evaluation.evaluate import EvalSpec, evaluate
 from tvaccine.records import read_jsonl, write_jsonl
 
 CURVE_FILE = "progress.jsonl"
-CURVE_KEYS = ("harmful_score", "over_refusal", "finetune_accuracy", "harmful_refusal_rate")
+CURVE_KEYS = ("harmful_score", "over_refusal", "finetune_accuracy", "harmful_refusal_rate", "harmful_empty_rate")
 
 
 @dataclass
