@@ -98,14 +98,17 @@ def plot(rows: list[dict], results: Path, out: Path) -> list[Path]:
     written = []
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for method in dict.fromkeys(r["method"] for r in rows):
-        curves = [r["curve"] for r in rows if r["method"] == method and r.get("curve")]
-        steps = [p["step"] for p in curves[0]]
-        mean = [statistics.fmean(c[i]["harmful_score"] for c in curves) for i in range(len(steps))]
+        curves = [{p["step"]: p["harmful_score"] for p in r["curve"]} for r in rows
+                  if r["method"] == method and r.get("curve")]
+        if not curves:
+            continue
+        steps = sorted(set.intersection(*(set(c) for c in curves)))
+        mean = [statistics.fmean(c[step] for c in curves) for step in steps]
         core = method in CORE
         line, = ax.plot(steps, mean, marker="o" if core else None, linewidth=2.2 if core else 1.0,
                         linestyle="-" if core else "--", label=f"{method} (n={len(curves)})")
         if len(curves) > 1:
-            sd = [statistics.stdev(c[i]["harmful_score"] for c in curves) for i in range(len(steps))]
+            sd = [statistics.stdev(c[step] for c in curves) for step in steps]
             ax.fill_between(steps, [m - s for m, s in zip(mean, sd)], [m + s for m, s in zip(mean, sd)],
                             color=line.get_color(), alpha=0.12)
     ax.set_xlabel("attack steps")
@@ -144,8 +147,13 @@ def copy_finished_stages(source: Path, seed_dir: Path, seed: int, methods: list[
     if int(config.get("seed", 42)) != seed:
         return
     for method in methods:
+        # An attack is copied only together with the alignment it was made on.
+        if (seed_dir / "align" / method).exists() or (seed_dir / "attack" / method).exists():
+            continue
+        if method != "none" and not (source / "align" / method).is_dir():
+            continue
         for stage in ("align", "attack"):
-            if (source / stage / method).is_dir() and not (seed_dir / stage / method).exists():
+            if (source / stage / method).is_dir():
                 shutil.copytree(source / stage / method, seed_dir / stage / method)
 
 
@@ -209,7 +217,8 @@ def main() -> int:
         f"# T-Vaccine sensitivity study\n\n`{command}`: commit {env.get('git_commit')}, "
         f"{'this invocation took ' + f'{wall / 60:.1f} min' if not args.summarise_only else 'summarised from saved runs'}"
         f" (per-seed wall times in {results}/seed-*/timing.json).\n\n{table}\n\n"
-        "Mean ± sd over seeds. HS-AUC: mean HS over the 20-step attack curve (lower is more robust); HS / "
+        f"Mean ± sd over seeds. HS-AUC: mean HS over the {summary[0]['curve_steps']}-step attack curve "
+        "(lower is more robust); HS / "
         "over-refusal before: step 0 of that curve; HS / FA after: the full evaluation after the attack. "
         "Step time and peak memory: the alignment runs' own.\n\n"
         + "".join(f"![{p.stem}]({p.name})\n" for p in plots))

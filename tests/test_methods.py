@@ -235,6 +235,7 @@ def test_sampler_state_round_trip_reproduces_draws():
     ({"probe_every": 0}, "K .* must be >= 1"),
     ({"probability_temperature": 0.0}, "temperature must be > 0"),
     ({"exclude_layers": [-1]}, "excluded layers must be layer indices"),
+    ({"exclude_layers": 0}, "excluded layers must be layer indices"),
 ])
 def test_bad_tvaccine_options_are_rejected_before_training(tmp_path, options, message):
     with pytest.raises(UserError, match=message):
@@ -246,6 +247,8 @@ def test_tvaccine_rejects_more_layers_than_the_model_has_and_an_empty_probe_set(
         make_trainer("t-vaccine", tmp_path, layers_per_draw=5)
     with pytest.raises(UserError, match=r"only 4 \(2 excluded\)"):
         make_trainer("t-vaccine", tmp_path, layers_per_draw=3, exclude_layers=[0, 1])
+    with pytest.raises(UserError, match=r"S = 1 layers per draw, but the model has only 4 \(4 excluded\)"):
+        make_trainer("t-vaccine", tmp_path, exclude_layers=[0, 1, 2, 3])  # default S = depth / 4
     with pytest.raises(UserError, match="excluded layer 4 does not exist"):
         make_trainer("t-vaccine", tmp_path, exclude_layers=[4])
     config_class, trainer_class = METHODS["t-vaccine"]

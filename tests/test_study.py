@@ -102,6 +102,10 @@ def test_run_config_variants_resolve_to_their_method_and_bad_ones_are_refused():
     assert plan.align_specs["t-vaccine"].train == {"rho": 3.0}
     with pytest.raises(UserError, match="unknown method 'tv-other'.*variant"):
         Plan({**base, "methods": ["tv-other"]})
+    with pytest.raises(UserError, match="unknown method 'tv-none'"):
+        Plan({**base, "methods": ["tv-none"], "align": {"method_options": {"tv-none": {"method": "none"}}}})
+    with pytest.raises(UserError, match="'vaccine' is a method itself"):
+        Plan({**base, "methods": ["vaccine"], "align": {"method_options": {"vaccine": {"method": "t-vaccine"}}}})
     with pytest.raises(UserError, match="lists a method twice"):
         Plan({**base, "methods": ["sft", "sft"]})
     with pytest.raises(UserError, match="unknown option.*for method t-vaccine: wrong"):

@@ -223,9 +223,11 @@ def cmd_run(args) -> None:
     config = load_config(args.preset, args.config)
     if args.methods:
         config["methods"] = [m.strip() for m in args.methods.split(",") if m.strip()]
+    name = config.get("name", args.preset or "run")
     if args.seed is not None:
         config["seed"] = args.seed
-    results = Path(args.results or f"results/{config.get('name', args.preset or 'run')}")
+        name = f"{name}-seed{args.seed}"  # never replaces another seed's results by default
+    results = Path(args.results or f"results/{name}")
     start = time.perf_counter()
     run_experiment(config, results)
     print(write_report(results, load_results(results)))
@@ -369,9 +371,9 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--preset", choices=["smoke", "cpu", "paper"])
     group.add_argument("--config", help="a YAML run config")
     p.add_argument("--results", help="results directory (default results/<name>); reruns reuse finished stages")
-    p.add_argument("--methods", help="comma-separated methods instead of the config's (e.g. add repnoise,tar: "
-                                     "stages already in --results are reused)")
-    p.add_argument("--seed", type=int, help="the config's seed, replaced")
+    p.add_argument("--methods", help="the full comma-separated method list instead of the config's; stages "
+                                     "already in --results are reused (so listing two more runs only those)")
+    p.add_argument("--seed", type=int, help="replaces the config's seed (default results: results/<name>-seed<N>)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("report", help="table and plots from a results directory")

@@ -80,8 +80,12 @@ class Plan:
         # A label that is not a method names a variant: `method_options: {tv-s15: {method: t-vaccine, ...}}`.
         self.base_methods = {}
         for method in self.methods:
-            base = method if method in METHODS or method == NON_ALIGNED else options.get(method, {}).get("method")
-            if base not in METHODS and base != NON_ALIGNED:
+            named = options.get(method, {}).get("method")
+            if method in METHODS and named not in (None, method):
+                raise UserError(f"method_options.{method}.method: {method!r} is a method itself; "
+                                f"name the variant differently")
+            base = method if method in METHODS or method == NON_ALIGNED else named
+            if base not in METHODS and not (method == NON_ALIGNED and base == NON_ALIGNED):
                 raise UserError(f"unknown method {method!r} in the run config; choose from "
                                 f"{', '.join([NON_ALIGNED, *METHODS])}, or define it as a variant in "
                                 f"align.method_options with a `method:` key")
@@ -155,9 +159,11 @@ def _location_free(spec: dict) -> dict:
     """An attack records its aligned adapter's path; inside a results directory only ``align/<method>/adapter``
     matters (a redone alignment deletes the attacks on the old one), so a copied or moved results
     directory still reuses its stages."""
-    adapter = spec.get("aligned_adapter")
-    if isinstance(adapter, str) and Path(adapter).parts[-3:-2] == ("align",):
-        return {**spec, "aligned_adapter": "/".join(Path(adapter).parts[-3:])}
+    spec = dict(spec)
+    for key in ("aligned_adapter", "adapter"):  # an attack's, a before-attack evaluation's
+        adapter = spec.get(key)
+        if isinstance(adapter, str) and Path(adapter).parts[-3:-2] == ("align",):
+            spec[key] = "/".join(Path(adapter).parts[-3:])
     return spec
 
 

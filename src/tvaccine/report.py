@@ -114,7 +114,8 @@ def _plot_sweep(plt, rows: list[dict], key: str, out: Path) -> Path | None:
     values = sorted({r[key] for r in rows if r.get(key) is not None})
     if len(values) < 2:
         return None
-    others = [k for k in SWEPT if k != key]
+    # Hold the configured knobs fixed; the measured step count follows n under an epoch budget.
+    others = [k for k in ("p", "n", "attack_lr") if k != key]
     anchor = rows[0]
     chosen = [r for r in rows if all(r.get(k) == anchor.get(k) for k in others)]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))

@@ -52,8 +52,10 @@ class AttackProgressCallback(TrainerCallback):
     """Evaluates the model under attack at steps 0, k, 2k, ... and the last step; each point's
     generations and scores go to ``<out>/step_NNNNN`` and one line per point to ``<out>/progress.jsonl``.
 
-    Under torchrun only rank 0 evaluates (the other ranks wait for it at the next all-reduce).
-    Points already on file (a resumed attack) are not evaluated again.
+    Under torchrun only rank 0 evaluates while the other ranks wait at the next all-reduce, so an
+    evaluation must finish within the process group's timeout (``ddp_timeout``, 30 min by default);
+    sharded training (FSDP, ZeRO-3) is not supported here. A resumed attack keeps the points up to
+    its checkpoint and measures the later ones again.
     """
 
     def __init__(self, spec: EvalSpec, every: int, out: Path, tokenizer, log=print):
@@ -62,6 +64,8 @@ class AttackProgressCallback(TrainerCallback):
         self.curve = read_jsonl(path) if path.is_file() else []
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
+        # Resumed: points past the checkpoint belong to the interrupted run and are measured again.
+        self.curve = [point for point in self.curve if point["step"] <= state.global_step]
         if state.global_step == 0:
             self._score(model, 0, state)
 

@@ -49,18 +49,20 @@ class TVaccineConfig(VaccineConfig):
         require(self.probe_every >= 1, f"K (probe every) must be >= 1, got {self.probe_every}")
         require(self.probe_samples >= 1, f"probe samples must be >= 1, got {self.probe_samples}")
         require(self.probability_temperature > 0, "probability temperature must be > 0")
-        require(all(isinstance(i, int) and i >= 0 for i in self.exclude_layers),
+        require(isinstance(self.exclude_layers, (list, tuple)) and
+                all(isinstance(i, int) and i >= 0 for i in self.exclude_layers),
                 f"excluded layers must be layer indices >= 0, got {self.exclude_layers}")
 
     def resolve_layers_per_draw(self, num_layers: int) -> int:
         require(max(self.exclude_layers, default=-1) < num_layers,
                 f"excluded layer {max(self.exclude_layers, default=-1)} does not exist: the model has {num_layers}")
-        if self.layers_per_draw is None:
-            return 8 if num_layers >= 32 else max(1, math.ceil(num_layers / 4))
-        require(self.layers_per_draw <= num_layers - len(set(self.exclude_layers)),
-                f"S = {self.layers_per_draw} layers per draw, but the model has only {num_layers}"
+        count = self.layers_per_draw
+        if count is None:
+            count = 8 if num_layers >= 32 else max(1, math.ceil(num_layers / 4))
+        require(count <= num_layers - len(set(self.exclude_layers)),
+                f"S = {count} layers per draw, but the model has only {num_layers}"
                 + (f" ({len(set(self.exclude_layers))} excluded)" if self.exclude_layers else ""))
-        return self.layers_per_draw
+        return count
 
 
 class TVaccineTrainer(VaccineTrainer):
