@@ -1,7 +1,7 @@
 """T-Vaccine sensitivity study: rho, S, J, alignment steps and two non-paper variants against SFT
 and Vaccine, several seeds each, summarised as robustness over the attack curve plus cost.
 
-    python benchmarks/tvaccine_study.py                               # all of it: 3 seeds x 13 methods
+    python benchmarks/tvaccine_study.py                               # all of it: 3 seeds x 14 methods
     python benchmarks/tvaccine_study.py --variant-seeds 42            # variants on one seed only
 
 Each seed is an ordinary ``tvaccine run`` of ``benchmarks/tvaccine_study.yaml`` in
@@ -132,7 +132,7 @@ def plot(rows: list[dict], results: Path, out: Path) -> list[Path]:
         rows_n = math.ceil(len(histories) / columns)
         fig, axes = plt.subplots(rows_n, columns, figsize=(15, 3.3 * rows_n), squeeze=False)
         for ax, (method, seed, history) in zip(axes.flat, histories):
-            plot_layer_history(history, out / "unused.png", f"{method} (seed {seed})", ax=ax)
+            plot_layer_history(history, None, f"{method} (seed {seed})", ax=ax)
         for ax in list(axes.flat)[len(histories):]:
             ax.axis("off")
         fig.tight_layout()

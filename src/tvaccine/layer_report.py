@@ -55,9 +55,10 @@ def plot_layer_bars(probabilities: list[float], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def plot_layer_history(history: list[dict], path: Path, title: str, ax=None) -> None:
+def plot_layer_history(history: list[dict], path: Path | None, title: str, ax=None) -> None:
     """T-Vaccine's layer probabilities at every probe of an alignment run (one line per probe,
-    later probes darker) and how often each layer was drawn, from its ``layer_history.json``."""
+    later probes darker) and how often each layer was drawn, from its ``layer_history.json``.
+    Saved to ``path``, or drawn into ``ax`` of a larger figure (then ``path`` is None)."""
     import matplotlib
 
     matplotlib.use("Agg")

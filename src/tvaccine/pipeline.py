@@ -131,8 +131,8 @@ class Plan:
             spec.eval_harmful = self.eval_spec.harmful
             if self.progress:
                 spec.eval_every = self.progress.every
+                # A subset of the evaluation below: its sources, sizes and judge are checked there.
                 spec.progress_eval = self.progress.eval_spec(self.eval_spec_for(spec))
-                spec.validate()
             evaluation_sets(self.eval_spec_for(spec))  # every evaluation source loads
             attack_mixture(spec)  # counts, ratios and train/eval overlap are checked now
         check_judge(self.eval_spec.judge)
