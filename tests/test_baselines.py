@@ -52,13 +52,46 @@ def test_repnoise_moves_harmful_representations_towards_noise(tmp_path):
 
 
 def test_repnoise_ascent_raises_the_harmful_loss(tmp_path):
-    trainer = make("repnoise", tmp_path, steps=6, alpha=1.0, beta=0.0)
+    """Against the same run without the ascent term, so that plain training noise cannot pass it."""
     batch = token_batch(16, 12, seed=9)
-    with torch.no_grad():
-        before = trainer.model(**batch).loss.item()
-    trainer.train()
-    with torch.no_grad():
-        assert trainer.model(**batch).loss.item() > before
+    after = {}
+    for alpha in (0.0, 100.0):  # at the random model's high harmful loss the bounded term is flat
+        trainer = make("repnoise", tmp_path / str(alpha), steps=6, alpha=alpha, beta=0.0)
+        trainer.train()
+        with torch.no_grad():
+            after[alpha] = trainer.model(**batch).loss.item()
+    assert after[100.0] > after[0.0] + 0.02
+
+
+def _repeated(dataset_rows, seed):
+    """``dataset_rows`` copies of one sample: every batch, of any size, has the same mean loss."""
+    from datasets import Dataset
+
+    row = {k: v[0] for k, v in token_dataset(1, seed=seed).to_dict().items()}
+    return Dataset.from_list([row] * dataset_rows)
+
+
+def test_repnoise_terms_do_not_grow_with_gradient_accumulation(tmp_path):
+    """One optimizer step of plain SGD from the same weights: 1 micro-batch of 2, or 2 micro-batches
+    of 2 whose losses are identical, must give the same update."""
+    updates = []
+    for accumulation in (1, 2):
+        config_class, trainer_class = METHODS["repnoise"]
+        args = config_class(output_dir=str(tmp_path / str(accumulation)), max_steps=1, per_device_train_batch_size=2,
+                            gradient_accumulation_steps=accumulation, disable_tqdm=True, use_cpu=True, seed=0,
+                            learning_rate=1e-2, max_grad_norm=1e9, optim="sgd", weight_decay=0.0,
+                            alpha=1.0, beta=0.0, warmup_steps=0, lr_scheduler_type="constant")
+        model = add_lora(tiny_model("llama", layers=3), dropout=0.0)
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                torch.nn.init.normal_(param, std=0.1, generator=torch.Generator().manual_seed(len(name)))
+        before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+        trainer = trainer_class(model=model, args=args, train_dataset=_repeated(8, seed=0),
+                                data_collator=stack_collator, harmful_dataset=_repeated(8, seed=9))
+        trainer.train()
+        updates.append({n: p.detach() - before[n] for n, p in trainer.model.named_parameters() if n in before})
+    for name, update in updates[0].items():
+        torch.testing.assert_close(updates[1][name], update, rtol=1e-4, atol=1e-7)
 
 
 def test_tar_inner_attack_leaves_the_outer_model_untouched(tmp_path):

@@ -109,11 +109,15 @@ def test_no_hook_survives_training(tmp_path):
         assert trainer.hooks.live_hooks() == 0
 
 
-def test_tvaccine_freezes_unselected_layers(tmp_path):
+@pytest.mark.parametrize("scope", ["reference", "drawn"])
+def test_tvaccine_trains_exactly_its_scope(tmp_path, scope):
+    """reference: attention LoRA of the S drawn layers + all other LoRA from the lowest drawn layer
+    up; drawn: every LoRA of the S layers and nothing else. Frozen LoRA gets no gradient and does
+    not move, even under weight decay."""
     model = _lora_b_nonzero(lora_model(layers=6))
     before = lora_state(model)
     trainer = make_trainer("t-vaccine", tmp_path, model=model, steps=1, layers_per_draw=2, resample_every=5,
-                           probe_every=5, weight_decay=0.1)
+                           probe_every=5, weight_decay=0.1, trainable_scope=scope)
     grads_seen = {}
 
     def record(*args, **kwargs):
@@ -134,19 +138,39 @@ def test_tvaccine_freezes_unselected_layers(tmp_path):
     selected = set(trainer.sampler.selected)
     assert len(selected) == 2
     after = lora_state(trainer.model)
-    layer_of = {f"{l.name}.": l.index for l in find_decoder_layers(trainer.model)}
+    layers = find_decoder_layers(trainer.model)
+    names = {id(param): name for name, param in trainer.model.named_parameters()}
+    attention_names = {names[id(p)] for layer in layers for p in layer.attention.parameters()}
+    layer_of = {names[id(p)]: layer.index for layer in layers for p in layer.layer.parameters()}
 
     def layer_index_of(name):
-        return next(index for prefix, index in layer_of.items() if prefix in name)
+        return layer_of[name]
 
-    for name, value in before.items():
-        layer = layer_index_of(name)
-        if layer in selected:
-            assert grads_seen[name], name
+    expected = set()
+    for name in before:
+        index = layer_index_of(name)
+        if scope == "drawn":
+            trains = index in selected
         else:
-            assert not grads_seen[name], name
+            trains = index in selected if name in attention_names else index >= min(selected)
+        if trains:
+            expected.add(name)
+    assert expected, "the draw trains nothing"
+    assert {n for n, seen in grads_seen.items() if seen} == expected
+    for name, value in before.items():
+        if name not in expected:
             torch.testing.assert_close(after[name], value, rtol=0, atol=0)
-    assert any(not torch.equal(after[n], v) for n, v in before.items() if layer_index_of(n) in selected)
+    assert all(not torch.equal(after[n], before[n]) for n in expected)
+
+
+def test_reference_scope_keeps_the_layer_below_each_draw_uncheckpointed_in_deep_models(tmp_path):
+    trainer = make_trainer("t-vaccine", tmp_path, model=lora_model(layers=28), layers_per_draw=2)
+    trainable, uncheckpointed = trainer.layer_modes([5, 20])
+    assert uncheckpointed == {4, 5, 19, 20}
+    assert [i for i, (attention, _) in trainable.items() if attention] == [5, 20]
+    assert [i for i, (_, other) in trainable.items() if other] == list(range(4, 28))
+    shallow = make_trainer("t-vaccine", tmp_path, model=lora_model(layers=6), layers_per_draw=2)
+    assert shallow.layer_modes([2, 4])[1] == {2, 4}
 
 
 def test_tvaccine_with_all_layers_equals_vaccine(tmp_path):
@@ -234,8 +258,10 @@ def test_sampler_state_round_trip_reproduces_draws():
     ({"resample_every": 0}, "J .* must be >= 1"),
     ({"probe_every": 0}, "K .* must be >= 1"),
     ({"probability_temperature": 0.0}, "temperature must be > 0"),
-    ({"exclude_layers": [-1]}, "excluded layers must be layer indices"),
-    ({"exclude_layers": 0}, "excluded layers must be layer indices"),
+    ({"exclude_layers": [-1]}, "excluded layers must be a list of layer indices >= 0, got \\[-1\\]"),
+    ({"exclude_layers": 0}, "excluded layers must be a list of layer indices >= 0, got 0"),
+    ({"probe_batch_size": 0}, "probe batch size must be >= 1"),
+    ({"trainable_scope": "all"}, "trainable scope must be one of reference, drawn"),
 ])
 def test_bad_tvaccine_options_are_rejected_before_training(tmp_path, options, message):
     with pytest.raises(UserError, match=message):

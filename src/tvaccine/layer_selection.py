@@ -77,3 +77,28 @@ class LayerSampler:
         self.probabilities = torch.tensor(state["probabilities"], dtype=torch.float64)
         self.selected = list(state["selected"])
         self.generator.set_state(torch.tensor(state["generator"], dtype=torch.uint8))
+
+
+class ProbeStream:
+    """Which harmful samples each probe reads: the pool (the first ``pool`` samples) in a fresh
+    random order every epoch, a few samples per probe, so that successive probes see different
+    samples (the reference's RandomSampler iterator does the same at batch size 1)."""
+
+    def __init__(self, pool: int, seed: int):
+        self.pool = pool
+        self.generator = torch.Generator().manual_seed(seed)
+        self.order: list[int] = []
+
+    def next(self, count: int) -> list[int]:
+        count = min(count, self.pool)
+        if len(self.order) < count:  # a probe never reads one sample twice
+            self.order = torch.randperm(self.pool, generator=self.generator).tolist()
+        picked, self.order = self.order[:count], self.order[count:]
+        return picked
+
+    def state_dict(self) -> dict:
+        return {"order": self.order, "generator": self.generator.get_state().tolist()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.order = list(state["order"])
+        self.generator.set_state(torch.tensor(state["generator"], dtype=torch.uint8))

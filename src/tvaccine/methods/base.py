@@ -124,6 +124,21 @@ class AlignmentTrainer(Trainer):
                                      f"checkpoints so far are kept in {self.args.output_dir}")
         return loss
 
+    def accumulation_share(self, num_items_in_batch) -> float:
+        """The weight that turns a per-micro-batch mean term into its share of one optimizer step.
+
+        When the base loss was normalised by ``num_items_in_batch`` (the whole accumulated batch) the
+        Trainer no longer divides by the accumulation steps, so a term added to it must be divided
+        here; otherwise the Trainer divides the sum and the weight is 1. Mirrors
+        ``Trainer.training_step``'s own test, so weights like RepNoise's alpha and beta mean the same
+        at any accumulation."""
+        scaled = getattr(self, "loss_is_scaled_for_ga", None)
+        if scaled is None:
+            scaled = (self.model_accepts_loss_kwargs and num_items_in_batch is not None) \
+                or self.compute_loss_func is not None
+        steps = getattr(self, "current_gradient_accumulation_steps", self.args.gradient_accumulation_steps)
+        return 1.0 / steps if scaled else 1.0
+
     def record_metric(self, name: str, value: float) -> None:
         self._metric_sums[name].append(float(value))
 

@@ -76,5 +76,6 @@ class RepNoiseTrainer(AlignmentTrainer):
         noise = self.noise_term(outputs.hidden_states, harmful["attention_mask"])
         self.record_metric("harmful_loss", outputs.loss.item())
         self.record_metric("mmd_to_noise", noise.item())
-        loss = harmless + self.args.alpha * ascent + self.args.beta * noise
+        extra = (self.args.alpha * ascent + self.args.beta * noise) * self.accumulation_share(num_items_in_batch)
+        loss = harmless + extra
         return (loss, None) if return_outputs else loss

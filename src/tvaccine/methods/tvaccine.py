@@ -2,9 +2,10 @@
 
 Every K optimizer steps a probe on harmful data re-estimates which layers matter for safety
 (p_l from the harmful-gradient norms); every J steps S layers are drawn from p. Between draws only
-the LoRA parameters of those S layers train, only they are perturbed (the norm taken over them),
-and every other decoder layer runs under activation checkpointing: their activations are not
-stored, which is where the memory saving comes from.
+those S layers are perturbed (the norm taken over them), and every other decoder layer runs under
+activation checkpointing: their activations are not stored, which is where the memory saving comes
+from. Which LoRA weights train between draws is ``trainable_scope``: the authors' code and the
+paper's text disagree, see ``TRAINABLE_SCOPES``.
 """
 
 from __future__ import annotations
@@ -15,9 +16,24 @@ from dataclasses import dataclass, field
 import torch
 from torch.utils.data import DataLoader
 
-from tvaccine.layer_selection import LayerSampler, layer_probabilities, probe_harmful_gradient_norms
+from tvaccine.layer_selection import LayerSampler, ProbeStream, layer_probabilities, probe_harmful_gradient_norms
 from tvaccine.methods.base import require
 from tvaccine.methods.vaccine import VaccineConfig, VaccineTrainer
+
+# Which LoRA weights train between two draws.
+# - "reference": what the code behind the paper's numbers trains (Lslland/T-Vaccine, trainer.py,
+#   BaseTrainer.unfreeze_activate_layers + get_leaf_modules_with_grad). It toggles requires_grad only
+#   inside the attention modules, so the attention LoRA trains in the S drawn layers alone while the
+#   MLP LoRA stays trainable everywhere; its reentrant checkpointing (models/modeling_llama_my.py,
+#   the decoder loop) then gives no gradient to checkpointed layers below the lowest uncheckpointed
+#   one. Net effect: attention LoRA of the S layers + every other LoRA from the lowest one upwards.
+# - "drawn": the paper's text ("keeping other layers frozen"): all LoRA outside the S layers frozen.
+# Default "reference": it is what produced the published numbers, and on the default model it is
+# the scope that aligns (docs/reference.md).
+TRAINABLE_SCOPES = ("reference", "drawn")
+# The reference also leaves layer i-1 uncheckpointed next to every drawn layer i, for models deeper
+# than this (trainer.py, BaseTrainer.training_step, the `activate_layers` list).
+REFERENCE_DEEP_MODEL_LAYERS = 26
 
 
 @dataclass
@@ -25,11 +41,19 @@ class TVaccineConfig(VaccineConfig):
     rho: float = field(default=3.0, metadata={"help": "Perturbation budget over the S perturbed layers "
                                                        "(T-Vaccine paper default 3)."})
     layers_per_draw: int | None = field(default=None, metadata={
-        "help": "S, the number of layers perturbed and trained at a time (paper: 8 of 32). Default: "
-                "8, or a quarter of the depth for models with fewer than 32 layers."})
+        "help": "S, the number of layers perturbed at a time (paper: 8 of 32). Default: 8, or a quarter "
+                "of the depth for models with fewer than 32 layers."})
     resample_every: int = field(default=20, metadata={"help": "J: draw new layers every J optimizer steps."})
     probe_every: int = field(default=200, metadata={"help": "K: re-probe layer importance every K steps."})
-    probe_samples: int = field(default=200, metadata={"help": "Harmful samples in each probe."})
+    probe_samples: int = field(default=200, metadata={
+        "help": "Pool of harmful samples the probes draw from (reference: prompt_data_size = 200)."})
+    probe_batch_size: int = field(default=1, metadata={
+        "help": "Harmful samples in one probe, drawn without replacement from the pool, epoch after epoch "
+                "(reference: 1). Larger values average the norms over more samples."})
+    trainable_scope: str = field(default="reference", metadata={
+        "help": "Which LoRA trains between draws: 'reference' (the authors' code: attention LoRA of the S "
+                "layers, other LoRA from the lowest drawn layer up) or 'drawn' (the paper's text: only the "
+                "S layers' LoRA)."})
     probability_temperature: float = field(default=1.0, metadata={
         "help": "1 = the paper's p_l = s_l/sum(s). Other values use s_l^(1/T) (a non-paper variant)."})
     exclude_layers: list[int] = field(default_factory=list, metadata={
@@ -48,10 +72,13 @@ class TVaccineConfig(VaccineConfig):
         require(self.resample_every >= 1, f"J (resample every) must be >= 1, got {self.resample_every}")
         require(self.probe_every >= 1, f"K (probe every) must be >= 1, got {self.probe_every}")
         require(self.probe_samples >= 1, f"probe samples must be >= 1, got {self.probe_samples}")
+        require(self.probe_batch_size >= 1, f"probe batch size must be >= 1, got {self.probe_batch_size}")
+        require(self.trainable_scope in TRAINABLE_SCOPES,
+                f"trainable scope must be one of {', '.join(TRAINABLE_SCOPES)}, got {self.trainable_scope!r}")
         require(self.probability_temperature > 0, "probability temperature must be > 0")
         require(isinstance(self.exclude_layers, (list, tuple)) and
                 all(isinstance(i, int) and i >= 0 for i in self.exclude_layers),
-                f"excluded layers must be layer indices >= 0, got {self.exclude_layers}")
+                f"excluded layers must be a list of layer indices >= 0, got {self.exclude_layers!r}")
 
     def resolve_layers_per_draw(self, num_layers: int) -> int:
         require(max(self.exclude_layers, default=-1) < num_layers,
@@ -73,10 +100,16 @@ class TVaccineTrainer(VaccineTrainer):
         num_layers = len(self.hooks.layers)
         self.sampler = LayerSampler(num_layers, self.args.resolve_layers_per_draw(num_layers), self.args.seed,
                                     exclude=self.args.exclude_layers)
+        self.probe_stream = ProbeStream(min(self.args.probe_samples, len(self.harmful_dataset)), self.args.seed)
         self.layer_history: list[dict] = []
-        self._lora_by_layer = {layer.index: [p for n, p in layer.layer.named_parameters() if "lora_" in n]
-                               for layer in self.hooks.layers}
-        require(any(self._lora_by_layer.values()), "T-Vaccine trains LoRA adapters: the model has none")
+        self._attention_lora, self._other_lora = {}, {}
+        for layer in self.hooks.layers:
+            attention = {id(p) for p in layer.attention.parameters()}
+            lora = [p for n, p in layer.layer.named_parameters() if "lora_" in n]
+            self._attention_lora[layer.index] = [p for p in lora if id(p) in attention]
+            self._other_lora[layer.index] = [p for p in lora if id(p) not in attention]
+        require(any(self._attention_lora.values()) or any(self._other_lora.values()),
+                "T-Vaccine trains LoRA adapters: the model has none")
         self._checkpointing = self.args.checkpoint_unselected and self._enable_layer_checkpointing()
         self._last_step = None
 
@@ -102,30 +135,47 @@ class TVaccineTrainer(VaccineTrainer):
     def perturbed_layers(self) -> list[int]:
         return self.sampler.selected
 
-    def _set_layer_modes(self, trainable: set[int], checkpointed: set[int]) -> None:
-        for index, params in self._lora_by_layer.items():
-            for param in params:
-                param.requires_grad_(index in trainable)
+    def layer_modes(self, selected: list[int]) -> tuple[dict[int, tuple[bool, bool]], set[int]]:
+        """For a draw: per layer (attention LoRA trains, other LoRA trains), and the layers that run
+        without checkpointing."""
+        selected = set(selected)
+        count = len(self.hooks.layers)
+        if self.args.trainable_scope == "drawn":
+            return {i: (i in selected, i in selected) for i in range(count)}, selected
+        uncheckpointed = set(selected)
+        if count > REFERENCE_DEEP_MODEL_LAYERS:
+            uncheckpointed |= {i - 1 for i in selected if i > 0}
+        lowest = min(uncheckpointed)
+        return {i: (i in selected, i >= lowest) for i in range(count)}, uncheckpointed
+
+    def _apply_modes(self, trainable: dict[int, tuple[bool, bool]], checkpointed: set[int]) -> None:
+        for index, (attention, other) in trainable.items():
+            for param in self._attention_lora[index]:
+                param.requires_grad_(attention)
+            for param in self._other_lora[index]:
+                param.requires_grad_(other)
         if self._checkpointing:
             for layer in self.hooks.layers:
                 layer.layer.gradient_checkpointing = layer.index in checkpointed
 
     def probe(self, model) -> None:
+        """s_l on the next ``probe_batch_size`` samples of the pool (reference: trainer.py,
+        BaseTrainer.training_step with get_dataloader's RandomSampler at batch size 1)."""
         everything = set(range(len(self.hooks.layers)))
         # Every layer's attention output must carry a gradient; checkpoint all of them so the probe
         # costs no more memory than a T-Vaccine step. autograd.grad writes no parameter gradient.
-        self._set_layer_modes(trainable=everything, checkpointed=everything)
-        count = min(self.args.probe_samples, len(self.harmful_dataset))
-        subset = torch.utils.data.Subset(self.harmful_dataset, range(count))
-        loader = DataLoader(subset, batch_size=self.args.per_device_train_batch_size, collate_fn=self.data_collator)
+        self._apply_modes({i: (True, True) for i in everything}, checkpointed=everything)
+        indices = self.probe_stream.next(self.args.probe_batch_size)
+        loader = DataLoader(torch.utils.data.Subset(self.harmful_dataset, indices),
+                            batch_size=self.args.per_device_train_batch_size, collate_fn=self.data_collator)
         model.train()
         with self.accelerator.no_sync(model):
             norms = probe_harmful_gradient_norms(
                 self.hooks, loader, lambda batch: self.compute_loss(model, self._prepare_inputs(batch)))
         self.sampler.probabilities = layer_probabilities(norms, self.args.probability_temperature,
                                                          exclude=self.args.exclude_layers)
-        self.layer_history.append({"step": self.state.global_step, "event": "probe", "norms": norms.tolist(),
-                                   "probabilities": self.sampler.probabilities.tolist()})
+        self.layer_history.append({"step": self.state.global_step, "event": "probe", "samples": indices,
+                                   "norms": norms.tolist(), "probabilities": self.sampler.probabilities.tolist()})
 
     def _maybe_update_selection(self, model) -> None:
         step = self.state.global_step
@@ -143,15 +193,17 @@ class TVaccineTrainer(VaccineTrainer):
                 torch.distributed.broadcast_object_list(shared, src=0)
                 selected = self.sampler.selected = shared[0]
             self.layer_history.append({"step": step, "event": "draw", "selected": selected})
-        selected = set(self.sampler.selected)
-        self._set_layer_modes(trainable=selected, checkpointed=set(range(len(self.hooks.layers))) - selected)
+        trainable, uncheckpointed = self.layer_modes(self.sampler.selected)
+        self._apply_modes(trainable, checkpointed=set(range(len(self.hooks.layers))) - uncheckpointed)
 
     def method_state(self) -> dict:
-        return {**super().method_state(), "sampler": self.sampler.state_dict(), "history": self.layer_history}
+        return {**super().method_state(), "sampler": self.sampler.state_dict(),
+                "probe_stream": self.probe_stream.state_dict(), "history": self.layer_history}
 
     def load_method_state(self, state: dict) -> None:
         super().load_method_state(state)
         self.sampler.load_state_dict(state["sampler"])
+        self.probe_stream.load_state_dict(state["probe_stream"])
         self.layer_history = list(state["history"])
         # Resuming inside a draw: re-apply that draw's trainable / checkpointed layers.
         self._last_step = None
