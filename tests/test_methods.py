@@ -5,7 +5,7 @@ import torch
 
 from tiny_models import stack_collator, tiny_model, token_batch, token_dataset
 from tvaccine.errors import UserError
-from tvaccine.layer_selection import LayerSampler, layer_probabilities
+from tvaccine.layer_selection import LayerSampler, ProbeStream, layer_probabilities
 from tvaccine.methods import METHODS
 from tvaccine.models import add_lora, find_decoder_layers
 from tvaccine.perturbation import AttentionHooks, attention_output_grads, gradient_norm, worst_case_perturbation
@@ -295,13 +295,16 @@ def test_every_method_trains_every_family(tmp_path, family):
         assert changed, (family, method)
 
 
-def test_accelerated_vaccine_searches_every_tau_micro_batches(tmp_path):
-    trainer = make_trainer("vaccine", tmp_path, steps=7, rho=2.0, perturbation_interval=3)
-    searches = []
-    original = trainer.search_perturbation
-    trainer.search_perturbation = lambda *a, **k: (searches.append(trainer._micro_batches), original(*a, **k))
+@pytest.mark.parametrize("between", ["sft", "reuse"])
+def test_accelerated_vaccine_searches_every_tau_steps(tmp_path, between):
+    trainer = make_trainer("vaccine", tmp_path, steps=7, rho=2.0, perturbation_interval=3, between_searches=between)
+    searches, perturbed = [], []
+    search, perturb = trainer.search_perturbation, trainer.hooks.perturb
+    trainer.search_perturbation = lambda *a, **k: (searches.append(trainer.state.global_step), search(*a, **k))
+    trainer.hooks.perturb = lambda p: (perturbed.append(trainer.state.global_step), perturb(p))[1]
     trainer.train()
     assert searches == [0, 3, 6]
+    assert perturbed == ([0, 3, 6] if between == "sft" else list(range(7)))
 
 
 def test_reused_perturbation_is_fitted_to_each_batch(tmp_path):
@@ -312,3 +315,65 @@ def test_reused_perturbation_is_fitted_to_each_batch(tmp_path):
     assert longer[0][:, :12].eq(1).all() and longer[0][:, 12:].eq(0).all()
     shorter = trainer._fitted_perturbation({"input_ids": torch.zeros(4, 5, dtype=torch.long)})
     assert shorter[2].shape == (4, 5, 32) and shorter[2].eq(1).all()
+
+
+def test_perturbation_raises_the_loss_and_its_opposite_lowers_it(tmp_path):
+    """To first order the worst case must be worse than no perturbation, and -e better: a sign
+    error in the ascent direction makes pass 2 train on an easier problem, and fails here."""
+    trainer = make_trainer("vaccine", tmp_path, model=_lora_b_nonzero(lora_model()), rho=0.05)
+    model, batch = trainer.model, token_batch()
+    trainer.search_perturbation(model, batch)
+    with torch.no_grad():
+        clean = model(**batch).loss.item()
+        with trainer.hooks.perturb(trainer._perturbation):
+            worse = model(**batch).loss.item()
+        with trainer.hooks.perturb({i: -e for i, e in trainer._perturbation.items()}):
+            better = model(**batch).loss.item()
+    assert worse > clean > better
+    # First order: the rise is rho times the gradient norm, up to second-order terms.
+    grads, _ = attention_output_grads(trainer.hooks, range(4), lambda: model(**batch).loss)
+    assert worse - clean == pytest.approx(0.05 * gradient_norm(grads).item(), rel=0.1)
+
+
+@pytest.mark.parametrize("scope", ["reference", "drawn"])
+def test_checkpointing_the_unselected_layers_leaves_the_update_unchanged(tmp_path, scope):
+    """S < L with probes and redraws inside the run: the same weights with and without activation
+    checkpointing (the probe checkpoints every layer, so it is covered too)."""
+    states = []
+    for checkpoint in (True, False):
+        trainer = make_trainer("t-vaccine", tmp_path / str(checkpoint), model=_lora_b_nonzero(lora_model(layers=6)),
+                               steps=4, rho=2.0, layers_per_draw=2, resample_every=2, probe_every=2,
+                               probe_batch_size=4, trainable_scope=scope, checkpoint_unselected=checkpoint)
+        assert trainer._checkpointing is checkpoint
+        trainer.train()
+        states.append((lora_state(trainer.model), trainer.layer_history))
+    assert states[0][1] == states[1][1]  # same probes, same draws
+    for name, value in states[0][0].items():
+        torch.testing.assert_close(states[1][0][name], value, rtol=1e-5, atol=1e-6)
+
+
+def test_probe_reads_the_harmful_data_and_weights_its_micro_batches(tmp_path):
+    """8 harmful samples probed in two micro-batches of 4 give the norms of one batch of those 8."""
+    trainer = make_trainer("t-vaccine", tmp_path, model=_lora_b_nonzero(lora_model()), probe_batch_size=8,
+                           probe_samples=8)
+    trainer.probe(trainer.model)
+    event = trainer.layer_history[-1]
+    assert sorted(event["samples"]) == list(range(8))
+    batch = stack_collator([trainer.harmful_dataset[i] for i in event["samples"]])
+    grads, _ = attention_output_grads(trainer.hooks, range(4), lambda: trainer.model(**batch).loss)
+    expected = torch.stack([grads[i].double().pow(2).sum().sqrt() for i in range(4)])
+    torch.testing.assert_close(torch.tensor(event["norms"], dtype=torch.float64), expected, rtol=1e-4, atol=1e-8)
+    torch.testing.assert_close(trainer.sampler.probabilities, expected / expected.sum(), rtol=1e-4, atol=1e-8)
+
+
+def test_probes_draw_new_samples_from_the_pool_until_it_is_used_up():
+    stream = ProbeStream(pool=5, seed=0)
+    first = [stream.next(1)[0] for _ in range(5)]
+    assert sorted(first) == [0, 1, 2, 3, 4]  # an epoch over the pool, then a new order
+    assert all(0 <= i < 5 for i in stream.next(3))
+    state = stream.state_dict()
+    upcoming = [stream.next(2) for _ in range(4)]
+    clone = ProbeStream(pool=5, seed=99)
+    clone.load_state_dict(state)
+    assert [clone.next(2) for _ in range(4)] == upcoming
+    assert sorted(ProbeStream(pool=3, seed=0).next(10)) == [0, 1, 2]  # never more than the pool

@@ -20,15 +20,19 @@ from tvaccine.errors import UserError
 
 @dataclass
 class AlignmentConfig(TrainingArguments):
-    """Defaults follow the Vaccine / T-Vaccine alignment stage (LoRA, lr 1e-3, AdamW)."""
+    """Defaults follow the reference alignment scripts (LoRA, lr 1e-3, AdamW, cosine, warm-up 0.1)."""
 
     output_dir: str = field(default="runs/align", metadata={"help": "Where the adapter and logs go."})
     learning_rate: float = field(default=1e-3, metadata={"help": "Alignment learning rate (papers: 1e-3)."})
     per_device_train_batch_size: int = field(default=8, metadata={"help": "Micro-batch size per device."})
     num_train_epochs: float = field(default=1.0, metadata={"help": "Epochs over the alignment data."})
     weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay."})
-    warmup_steps: float = field(default=0.0, metadata={"help": "Warm-up steps (a float < 1 is a ratio)."})
-    lr_scheduler_type: str = field(default="constant", metadata={"help": "Learning-rate schedule."})
+    # Every alignment and fine-tuning script of both reference repositories: AdamW, weight decay 0.1,
+    # cosine, warm-up ratio 0.1 (Lslland/T-Vaccine and git-disl/Vaccine, script/*; docs/reference.md).
+    warmup_steps: float = field(default=0.1, metadata={"help": "Warm-up steps; a float < 1 is a ratio of the "
+                                                                "run (references: 0.1)."})
+    lr_scheduler_type: str = field(default="cosine", metadata={"help": "Learning-rate schedule (references: "
+                                                                        "cosine)."})
     logging_steps: float = field(default=1, metadata={"help": "Log every this many optimizer steps."})
     save_strategy: str = field(default="no", metadata={"help": "Trainer checkpointing ('steps' to resume)."})
     report_to: str | list[str] = field(default="none", metadata={"help": "Trainer integrations to log to."})

@@ -16,19 +16,31 @@ from tvaccine.models import find_decoder_layers
 from tvaccine.perturbation import AttentionHooks, attention_output_grads, worst_case_perturbation
 
 
+# Accelerated Vaccine (the Vaccine paper's appendix) is in neither reference repository
+# (git-disl/Vaccine trainer.py VaccineTrainer.training_step searches every step), so its
+# in-between steps follow the paper as we read it; the reuse variant is kept as a named option.
+BETWEEN_SEARCHES = ("sft", "reuse")
+
+
 @dataclass
 class VaccineConfig(AlignmentConfig):
     rho: float = field(default=2.0, metadata={"help": "Perturbation budget: the global L2 norm of e over all "
                                                        "perturbed layers (Vaccine paper default 2)."})
     perturbation_interval: int = field(default=1, metadata={
-        "help": "Accelerated Vaccine's tau: search a new perturbation only every tau micro-batches and reuse "
-                "it in between (cropped or zero-padded to each batch's length)."})
+        "help": "Accelerated Vaccine's tau: search a new perturbation only on every tau-th optimizer step. "
+                "1 = plain Vaccine (the only mode in the authors' code)."})
+    between_searches: str = field(default="sft", metadata={
+        "help": "What the steps between two searches do when tau > 1: 'sft' (plain steps, our reading of the "
+                "paper's Algorithm 2) or 'reuse' (re-apply the last perturbation, cropped or zero-padded to "
+                "the batch: a non-paper variant)."})
 
     def __post_init__(self):
         super().__post_init__()
         require(self.rho >= 0, f"rho must be >= 0, got {self.rho}")
         require(self.perturbation_interval >= 1, f"perturbation interval tau must be >= 1, got "
                                                  f"{self.perturbation_interval}")
+        require(self.between_searches in BETWEEN_SEARCHES, f"between_searches must be one of "
+                f"{', '.join(BETWEEN_SEARCHES)}, got {self.between_searches!r}")
 
 
 class VaccineTrainer(AlignmentTrainer):
@@ -36,16 +48,21 @@ class VaccineTrainer(AlignmentTrainer):
         super().__init__(*args, **kwargs)
         self.hooks = AttentionHooks(find_decoder_layers(self.model))
         self._perturbation = None
-        self._micro_batches = 0
 
     def perturbed_layers(self) -> list[int]:
         """Vaccine perturbs every decoder layer; T-Vaccine narrows this."""
         return list(range(len(self.hooks.layers)))
 
-    def _reuse_perturbation(self) -> bool:
-        """Decided by the micro-batch counter alone, so every rank decides the same way."""
-        return self._perturbation is not None and self._micro_batches % self.args.perturbation_interval != 0 \
-            and set(self._perturbation) == set(self.perturbed_layers())
+    def _step_mode(self) -> str:
+        """'search', 'reuse' or 'plain', decided by the optimizer step alone, so that every rank and
+        every micro-batch of a step agree. A perturbation is not checkpointed: after a resume, or
+        when T-Vaccine has drawn other layers, 'reuse' searches anew."""
+        if self.state.global_step % self.args.perturbation_interval == 0:
+            return "search"
+        if self.args.between_searches == "sft":
+            return "plain"
+        reusable = self._perturbation is not None and set(self._perturbation) == set(self.perturbed_layers())
+        return "reuse" if reusable else "search"
 
     def _fitted_perturbation(self, inputs) -> dict:
         """A reused perturbation cropped or zero-padded to this batch's size and length."""
@@ -72,19 +89,12 @@ class VaccineTrainer(AlignmentTrainer):
                                      f"{self.state.global_step}; checkpoints so far are kept in {self.args.output_dir}")
         self.record_metric("grad_norm_h", norm.item())
 
-    def method_state(self) -> dict:
-        # A reused (tau > 1) perturbation is not saved: after a resume the next step searches anew.
-        return {"micro_batches": self._micro_batches}
-
-    def load_method_state(self, state: dict) -> None:
-        self._micro_batches = state.get("micro_batches", 0)
-
     def training_step(self, model, inputs, num_items_in_batch=None):
-        if self._reuse_perturbation():
-            perturbation = self._fitted_perturbation(inputs)
-        else:
+        mode = self._step_mode()
+        if mode == "plain":  # an Accelerated Vaccine step between two searches
+            return super().training_step(model, inputs, num_items_in_batch)
+        if mode == "search":
             self.search_perturbation(model, inputs, num_items_in_batch)
-            perturbation = self._perturbation
-        self._micro_batches += 1
+        perturbation = self._perturbation if mode == "search" else self._fitted_perturbation(inputs)
         with self.hooks.perturb(perturbation):
             return super().training_step(model, inputs, num_items_in_batch)
