@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test study clean
+.PHONY: setup demo test check lint study clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -24,7 +24,15 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-# Hours on 2 CPU cores (3 seeds x 14 methods); see the README for a cheaper subset.
+# The unit tests only: everything except the tests marked `integration` (they load the real default model).
+check: $(STAMP)
+	$(PY) -m pytest -q -m "not integration"
+
+# Rules and line length are in pyproject.toml ([tool.ruff]).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+
+# Hours on 2 CPU cores (3 seeds x 14 methods); docs/results/tvaccine_study.md shows a cheaper subset.
 study: $(STAMP)
 	$(PY) benchmarks/tvaccine_study.py
 

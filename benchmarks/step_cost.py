@@ -1,105 +1,475 @@
-"""Peak memory and step time of SFT, Vaccine and T-Vaccine on the same model, batch and length.
+"""Step time and peak memory of every alignment method on the same model, batch and length.
 
-    python benchmarks/step_cost.py                       # default model, batch 8 x 128 tokens, CPU
-    python benchmarks/step_cost.py --model <hub id or dir> --batch 10 --seq-len 200   # on a GPU
+    python benchmarks/step_cost.py --shape llama-2-7b --layers-per-draw 4,8,16   # on a GPU, no weights needed
+    python benchmarks/step_cost.py --shape tiny --cpu                             # seconds, on CPU
+    python benchmarks/step_cost.py --model <hub id, dir or .gguf> --cpu           # real weights
 
-Each method runs in its own process, so each peak is that method's own: CUDA peak allocated on a
-GPU; on CPU the peak resident set size, reported whole and above the RSS of the loaded model.
-Every method trains on the same fixed batch (the same token ids at every step); the first step
-(set-up, T-Vaccine's probe) is excluded from the mean step time.
+``--shape NAME`` builds the architecture in ``benchmarks/shapes/NAME.json`` (published config
+numbers) with random weights directly on the device: peak memory and step time do not depend on
+the weight values, so the papers' 7B claims can be checked without downloading anything.
+
+Each method runs in its own process on the same fixed batch of random token ids (labels = ids),
+with LoRA r=8 on every projection, so each peak is that method's own: CUDA peak allocated and
+peak reserved on a GPU, the peak resident set size on CPU. Step time is the mean of steps 2..N
+(step 1 pays one-off set-up and T-Vaccine's probe). For Vaccine and T-Vaccine the step is split
+into pass 1 (the perturbation search), pass 2 (training under the perturbation), the optimizer
+and the one-off probe; the GPU is synchronised at these boundaries.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import multiprocessing
+import re
+import shlex
+import subprocess
 import sys
+import tempfile
 import time
+from collections import defaultdict
 from pathlib import Path
 
+from tvaccine.methods.tvaccine import TRAINABLE_SCOPES
 
-def measure(method: str, args: dict, queue) -> None:
+ROOT = Path(__file__).resolve().parents[1]
+SHAPES = Path(__file__).resolve().parent / "shapes"
+METHOD_ORDER = ("sft", "vaccine", "t-vaccine", "repnoise", "tar")
+BASELINES = ("sft", "vaccine")
+# Trainer methods timed as phases of a step, when the trainer has them.
+PHASES = {"search_perturbation": "pass1_s", "probe": "probe_s", "tamper_resistance_gradients": "tar_attack_s"}
+
+
+@dataclasses.dataclass
+class Settings:
+    """One benchmark invocation; every job (method, S) runs with these."""
+
+    shape: str | None = None
+    model: str | None = None
+    batch: int = 10
+    seq_len: int = 200
+    steps: int = 5
+    dtype: str | None = None
+    cpu: bool = False
+    methods: tuple[str, ...] = METHOD_ORDER
+    layers_per_draw: tuple[int, ...] = ()
+    trainable_scopes: tuple[str, ...] = ()
+
+    def validate(self) -> None:
+        from tvaccine.errors import UserError
+        from tvaccine.models import parse_dtype
+
+        if (self.shape is None) == (self.model is None):
+            raise UserError("give exactly one of --shape and --model")
+        if self.shape is not None:
+            shape_config(self.shape)
+        unknown = [m for m in self.methods if m not in METHOD_ORDER]
+        if unknown or not self.methods or len(set(self.methods)) != len(self.methods):
+            raise UserError(f"methods must be distinct names from {', '.join(METHOD_ORDER)}, got "
+                            f"{','.join(self.methods) or 'none'}")
+        if self.batch < 1 or self.seq_len < 2:
+            raise UserError(f"batch must be >= 1 and length >= 2 tokens, got {self.batch} x {self.seq_len}")
+        if self.steps < 2:
+            raise UserError(f"steps must be >= 2 (the mean skips step 1), got {self.steps}")
+        if any(s < 1 for s in self.layers_per_draw):
+            raise UserError(f"S (layers per draw) must be >= 1, got {list(self.layers_per_draw)}")
+        if (self.layers_per_draw or self.trainable_scopes) and "t-vaccine" not in self.methods:
+            raise UserError("T-Vaccine options are given but t-vaccine is not among the methods")
+        unknown = [s for s in self.trainable_scopes if s not in TRAINABLE_SCOPES]
+        if unknown:
+            raise UserError(f"unknown trainable scope {unknown[0]!r}; choose from {', '.join(TRAINABLE_SCOPES)}")
+        depth = shape_config(self.shape)["num_hidden_layers"] if self.shape else None
+        if depth is not None and any(s > depth for s in self.layers_per_draw):
+            raise UserError(f"S = {max(self.layers_per_draw)} layers per draw, but {self.shape} has {depth} layers")
+        parse_dtype(self.dtype)
+
+    def jobs(self) -> list[dict]:
+        """One job per method; T-Vaccine once per S and trainable scope (None: the project's default)."""
+        jobs = []
+        for method in self.methods:
+            if method != "t-vaccine":
+                jobs.append({"method": method})
+                continue
+            for count in self.layers_per_draw or (None,):
+                for scope in self.trainable_scopes or (None,):
+                    jobs.append({"method": method, "layers_per_draw": count, "trainable_scope": scope})
+        return jobs
+
+
+def shape_names() -> list[str]:
+    return sorted(p.stem for p in SHAPES.glob("*.json"))
+
+
+def shape_config(name: str) -> dict:
+    from tvaccine.errors import UserError
+
+    path = SHAPES / f"{name}.json"
+    if not path.is_file():
+        raise UserError(f"unknown shape {name!r}; choose from {', '.join(shape_names())}")
+    return json.loads(path.read_text())["config"]
+
+
+def build_shape_model(name: str, dtype, device):
+    """The architecture of ``name`` with random weights, created on ``device`` in ``dtype``."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.for_model(**shape_config(name))
+    with torch.device(device):
+        return AutoModelForCausalLM.from_config(config, dtype=dtype)
+
+
+def device_slug(name: str) -> str:
+    """'NVIDIA H100 80GB HBM3' -> 'nvidia-h100-80gb-hbm3': a file-name-safe device name."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def cpu_model() -> str:
+    """The processor's name (Linux), which CPU timings mean nothing without."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return "unknown"
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "unknown")
+
+
+def memory_now(device) -> dict:
+    import resource
+
+    import torch
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+    if device.type != "cuda":
+        return {"peak_rss_bytes": rss}
+    return {"peak_rss_bytes": rss, "peak_allocated_bytes": torch.cuda.max_memory_allocated(device),
+            "peak_reserved_bytes": torch.cuda.max_memory_reserved(device)}
+
+
+def step_timer(device):
+    """A Trainer callback that times every optimizer step and the phases in PHASES inside it."""
+    import torch
+    from transformers import TrainerCallback
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    class StepTimer(TrainerCallback):
+        def __init__(self):
+            self.steps: list[dict] = []
+            self._current: dict = defaultdict(float)
+            self._start = 0.0
+
+        def wrap(self, trainer, attribute: str, phase: str) -> None:
+            inner = getattr(trainer, attribute)
+
+            def timed(*args, **kwargs):
+                sync()
+                start = time.perf_counter()
+                try:
+                    return inner(*args, **kwargs)
+                finally:
+                    sync()
+                    self._current[phase] += time.perf_counter() - start
+
+            setattr(trainer, attribute, timed)
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            sync()
+            self._current = defaultdict(float)
+            self._start = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            sync()
+            self._current["step_s"] = time.perf_counter() - self._start
+            self.steps.append(dict(self._current))
+
+    return StepTimer()
+
+
+def summarise_steps(steps: list[dict]) -> dict:
+    """Mean of steps 2..N, split into phases; the probe (step 1 only) is reported once, whole."""
+    steady = steps[1:]
+
+    def mean(key):
+        return sum(s.get(key, 0.0) for s in steady) / len(steady)
+
+    step, training = mean("step_s"), mean("training_step_s")
+    phases = {"pass1_s": mean("pass1_s"), "tar_attack_s": mean("tar_attack_s")}
+    phases["pass2_s"] = training - phases["pass1_s"] - phases["tar_attack_s"] - mean("probe_s")
+    phases["optimizer_s"] = step - training
+    phases["probe_once_s"] = sum(s.get("probe_s", 0.0) for s in steps)
+    return {"mean_step_s": step, "first_step_s": steps[0]["step_s"], "step_times_s": [s["step_s"] for s in steps],
+            "phases": phases}
+
+
+def measure(job: dict, settings: Settings) -> dict:
+    """Build the model, train ``settings.steps`` steps of one method on the fixed batch, return its cost."""
     import torch
     from datasets import Dataset
+    from transformers import PrinterCallback
 
     from tvaccine.methods import METHODS
-    from tvaccine.methods.base import peak_memory_bytes
-    from tvaccine.models import add_lora, find_decoder_layers, load_model
+    from tvaccine.models import add_lora, default_dtype, find_decoder_layers, load_model, parse_dtype
 
+    device = torch.device("cpu" if settings.cpu or not torch.cuda.is_available() else "cuda")
+    dtype = parse_dtype(settings.dtype) or default_dtype(device)
     torch.manual_seed(0)
-    device = "cpu" if args["cpu"] else None
-    model, _ = load_model(args["model"], dtype=args["dtype"], device=device)
+    if settings.shape:
+        model = build_shape_model(settings.shape, dtype, device)
+    else:
+        model, _ = load_model(settings.model, dtype=dtype, device=str(device))
     model.config.use_cache = False
     layers = len(find_decoder_layers(model))
-    model = add_lora(model, dropout=0.0)
+    model = add_lora(model, r=8, alpha=1, dropout=0.0)
     generator = torch.Generator().manual_seed(0)
-    ids = torch.randint(10, model.config.vocab_size, (args["batch"], args["seq_len"]), generator=generator)
-    rows = {"input_ids": ids.tolist() * args["steps"], "attention_mask": [[1] * args["seq_len"]] * len(ids) * args["steps"],
-            "labels": ids.tolist() * args["steps"]}
-    dataset = Dataset.from_dict(rows)
-    on_gpu = torch.cuda.is_available() and not args["cpu"]
-    if on_gpu:
-        torch.cuda.reset_peak_memory_stats()
-    loaded = peak_memory_bytes(torch.device("cuda" if on_gpu else "cpu"))
+    ids = torch.randint(10, model.config.vocab_size, (settings.batch, settings.seq_len), generator=generator).tolist()
+    # One batch's rows: every step (every epoch of this data set) trains on the same batch.
+    dataset = Dataset.from_dict({"input_ids": ids, "attention_mask": [[1] * settings.seq_len] * len(ids),
+                                 "labels": ids})
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    loaded = memory_now(device)
     options = {}
-    if method == "vaccine":
-        options = {"rho": 2.0}
-    if method == "t-vaccine":
-        options = {"rho": 3.0, "layers_per_draw": max(1, round(layers / 4)), "resample_every": 10**6,
-                   "probe_every": 10**6, "probe_samples": args["batch"]}
-    config_class, trainer_class = METHODS[method]
-    config = config_class(output_dir="/tmp/tvaccine-bench", max_steps=args["steps"],
-                          per_device_train_batch_size=args["batch"], disable_tqdm=True, use_cpu=args["cpu"],
-                          logging_steps=10**6, seed=0, **options)
-    extra = {"harmful_dataset": dataset.select(range(args["batch"]))} if trainer_class.harmful_data else {}
-    collate = lambda feats: {k: torch.tensor([f[k] for f in feats]) for k in feats[0]}
-    trainer = trainer_class(model=model, args=config, train_dataset=dataset, data_collator=collate, **extra)
-    start = time.perf_counter()
-    trainer.train()
-    costs = trainer.costs()
-    queue.put({"method": method, "layers": layers, "layers_per_draw": options.get("layers_per_draw"),
-               "mean_step_s": costs["mean_step_s"], "peak_memory_bytes": costs["peak_memory_bytes"],
-               "loaded_memory_bytes": loaded, "memory_kind": costs["memory_kind"],
-               "wall_s": time.perf_counter() - start, "device": "cuda" if on_gpu else "cpu"})
+    if job["method"] == "t-vaccine":  # one probe and one draw, at step 1: steps 2..N train on a fixed draw
+        options = {"resample_every": 10**6, "probe_every": 10**6, "probe_samples": settings.batch,
+                   **{k: job[k] for k in ("layers_per_draw", "trainable_scope") if job[k] is not None}}
+    config_class, trainer_class = METHODS[job["method"]]
+    with tempfile.TemporaryDirectory(prefix="tvaccine-step-cost-") as output_dir:
+        config = config_class(output_dir=output_dir, max_steps=settings.steps,
+                              per_device_train_batch_size=settings.batch, disable_tqdm=True,
+                              use_cpu=device.type == "cpu", logging_steps=10**6, seed=0, **options)
+        extra = {"harmful_dataset": dataset} if trainer_class.harmful_data else {}
+
+        def collate(rows):
+            return {k: torch.tensor([row[k] for row in rows]) for k in rows[0]}
+
+        trainer = trainer_class(model=model, args=config, train_dataset=dataset, data_collator=collate, **extra)
+        timer = step_timer(device)
+        timer.wrap(trainer, "training_step", "training_step_s")
+        for attribute, phase in PHASES.items():
+            if hasattr(trainer, attribute):
+                timer.wrap(trainer, attribute, phase)
+        trainer.add_callback(timer)
+        trainer.remove_callback(PrinterCallback)  # keeps stdout for the table
+        start = time.perf_counter()
+        train_loss = trainer.train().training_loss
+        wall = time.perf_counter() - start
+    sampler = getattr(trainer, "sampler", None)
+    tvaccine = {}
+    if sampler is not None:
+        tvaccine = {"layers_per_draw": sampler.layers_per_draw, "trainable_scope": config.trainable_scope,
+                    "probe_batch_size": config.probe_batch_size, "selected_layers": sampler.selected,
+                    "uncheckpointed_layers": sorted(trainer.layer_modes(sampler.selected)[1])}
+    return {**job, "rho": getattr(config, "rho", None), "layers": layers, **tvaccine,
+            **summarise_steps(timer.steps), **memory_now(device),
+            "loaded": loaded, "train_loss": train_loss, "wall_s": wall, "device": device.type,
+            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "cpu_model": cpu_model(),
+            "dtype": str(dtype).removeprefix("torch."), "threads": torch.get_num_threads(),
+            "attention": getattr(model.config, "_attn_implementation", None)}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default="smollm2-135m-instruct")
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--seq-len", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--dtype", default=None)
-    parser.add_argument("--cpu", action="store_true")
-    parser.add_argument("--methods", default="sft,vaccine,t-vaccine,repnoise,tar")
-    parser.add_argument("--out", default="benchmarks/results/step_cost.json")
-    args = vars(parser.parse_args())
-    context = multiprocessing.get_context("spawn")
+def _measure_child(job: dict, settings: Settings, result_path: str) -> None:
+    """Entry point of a spawned process: the result (or the error) goes to ``result_path``."""
+    from tvaccine.errors import UserError
+
+    try:
+        result = measure(job, settings)
+    except UserError as exc:
+        result = {**job, "user_error": str(exc)}
+    except Exception as exc:  # an out-of-memory at a large shape is a result, not a crash of the benchmark
+        result = {**job, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
+        Path(result_path).write_text(json.dumps(result))
+        raise
+    Path(result_path).write_text(json.dumps(result))
+
+
+def run_jobs(settings: Settings, spawn: bool = True, log=print) -> list[dict]:
+    """Every job's result, in order. ``spawn=False`` runs them in this process (tests): the peak
+    RSS is then the process's, not each method's."""
+    from tvaccine.errors import UserError
+
     results = []
-    for method in args["methods"].split(","):
-        queue = context.Queue()
-        process = context.Process(target=measure, args=(method, args, queue))
-        process.start()
-        results.append(queue.get())
-        process.join()
-        print(json.dumps(results[-1]), file=sys.stderr)
-    base = results[0]
-    print(f"command: python {' '.join(sys.argv)}")
-    print(f"| method | step (s) | step / SFT | peak mem (GiB, {base['memory_kind']}) | peak / SFT | "
-          "training mem above loaded model (GiB) | above-model / SFT |")
-    print("|---|---|---|---|---|---|---|")
+    context = multiprocessing.get_context("spawn")
+    for job in settings.jobs():
+        if not spawn:
+            result = {**measure(job, settings), "isolated": False}
+        else:
+            with tempfile.TemporaryDirectory() as folder:
+                path = Path(folder) / "result.json"
+                process = context.Process(target=_measure_child, args=(job, settings, str(path)))
+                process.start()
+                process.join()
+                result = json.loads(path.read_text()) if path.is_file() else \
+                    {**job, "error": f"the process died with exit code {process.exitcode}"}
+            if "user_error" in result:
+                raise UserError(result["user_error"])
+            result["isolated"] = True
+        result["label"] = label(result)
+        log(json.dumps(result))
+        results.append(result)
+    add_ratios(results)
+    return results
+
+
+def label(result: dict) -> str:
+    name = {"sft": "SFT", "vaccine": "Vaccine", "t-vaccine": "T-Vaccine", "repnoise": "RepNoise", "tar": "TAR"}
+    text = name[result["method"]]
+    if result["method"] == "t-vaccine" and "layers" in result:
+        text += f" S={result['layers_per_draw']}/{result['layers']}, {result['trainable_scope']} scope"
+    if result.get("rho") is not None:
+        text += f" (rho {result['rho']:g})"
+    return text
+
+
+def memory_keys(results: list[dict]) -> list[str]:
+    return ["peak_allocated_bytes", "peak_reserved_bytes"] if any(r.get("device") == "cuda" for r in results) \
+        else ["peak_rss_bytes"]
+
+
+def add_ratios(results: list[dict]) -> None:
+    """``ratios[metric][baseline]``: this job's value over the SFT / Vaccine job's (None without one)."""
+    baselines = {r["method"]: r for r in results if r["method"] in BASELINES and "error" not in r}
+    for result in results:
+        result["ratios"] = {}
+        if "error" in result:
+            continue
+        for key in ["mean_step_s", *memory_keys(results)]:
+            result["ratios"][key] = {name: result[key] / baselines[name][key] if name in baselines else None
+                                     for name in BASELINES}
+
+
+def header(command: str, device: str, dtype: str) -> str:
+    """The first lines of every benchmark report: how to run it again and on what it ran."""
+    from tvaccine.records import environment
+
+    env = environment()
+    try:
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True).stdout.strip()
+    except OSError:  # no git: the commit read from .git is all there is
+        dirty = ""
+    commit = (env["git_commit"] or "unknown")[:12] + (" with uncommitted changes" if dirty else "")
+    return (f"```\n{command}\n```\n\ncommit {commit}; device {device}; dtype {dtype}; torch {env['torch']}; "
+            f"transformers {env['transformers']}; peft {env['peft']}.\n")
+
+
+def markdown(results: list[dict], command: str, settings: Settings) -> str:
+    done = [r for r in results if "error" not in r]
+    first = done[0] if done else {}
+    keys = memory_keys(results)
+    titles = {"peak_allocated_bytes": "peak allocated", "peak_reserved_bytes": "peak reserved",
+              "peak_rss_bytes": "peak RSS"}
+
+    def ratio(result, key, base):
+        value = result["ratios"][key][base]
+        return "–" if value is None else f"{value:.2f}"
+
+    head = ["method", "step (s)", "/ SFT", "/ Vaccine"]
+    for key in keys:
+        head += [f"{titles[key]} (GiB)", "/ SFT", "/ Vaccine"]
+    head += [f"{titles[keys[0]]} above the loaded model (GiB)", "pass 1 (s)", "pass 2 (s)", "optimizer (s)",
+             "probe, once (s)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
-        above = r["peak_memory_bytes"] - r["loaded_memory_bytes"]
-        base_above = base["peak_memory_bytes"] - base["loaded_memory_bytes"]
-        label = r["method"] + (f" (S={r['layers_per_draw']}/{r['layers']})" if r["layers_per_draw"] else "")
-        print(f"| {label} | {r['mean_step_s']:.2f} | {r['mean_step_s'] / base['mean_step_s']:.2f}x | "
-              f"{r['peak_memory_bytes'] / 2**30:.2f} | {r['peak_memory_bytes'] / base['peak_memory_bytes']:.2f}x | "
-              f"{above / 2**30:.2f} | {above / base_above:.2f}x |")
-    out = Path(args["out"])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"args": args, "results": results}, indent=2))
+        if "error" in r:
+            lines.append(f"| {r['label']} | failed: {r['error']} |" + " |" * (len(head) - 2))
+            continue
+        cells = [r["label"], f"{r['mean_step_s']:.3f}", ratio(r, "mean_step_s", "sft"),
+                 ratio(r, "mean_step_s", "vaccine")]
+        for key in keys:
+            cells += [f"{r[key] / 2**30:.2f}", ratio(r, key, "sft"), ratio(r, key, "vaccine")]
+        cells.append(f"{(r[keys[0]] - r['loaded'][keys[0]]) / 2**30:.2f}")
+        phases = r["phases"]
+        two_pass = r["method"] in ("vaccine", "t-vaccine")
+        cells += [f"{phases['pass1_s']:.3f}" if two_pass else "–", f"{phases['pass2_s']:.3f}",
+                  f"{phases['optimizer_s']:.3f}",
+                  f"{phases['probe_once_s']:.3f}" if r["method"] == "t-vaccine" else "–"]
+        lines.append("| " + " | ".join(cells) + " |")
+    model = f"shape {settings.shape} (random weights)" if settings.shape else f"model {settings.model}"
+    drawn = [f"{r['label']}: drawn {r['selected_layers']}, uncheckpointed {r['uncheckpointed_layers']}"
+             for r in done if r.get("selected_layers")]
+    probe = next((r["probe_batch_size"] for r in done if "probe_batch_size" in r), None)
+    notes = [f"{model}, {first.get('layers', '?')} layers, LoRA r=8 on every projection, batch {settings.batch} x "
+             f"{settings.seq_len} tokens, the same batch at every step; step time: mean of steps 2-{settings.steps}"
+             + (", the GPU synchronised at every phase boundary." if first.get("device") == "cuda" else "."),
+             "pass 2: training under the perturbation (for SFT, RepNoise, TAR: the whole forward and backward; "
+             "TAR's simulated attack is in the JSON); optimizer: the rest of the step"
+             + (f"; probe: T-Vaccine's layer probe on {probe} sample(s), in step 1 only." if probe else ".")]
+    if drawn:
+        notes.append("T-Vaccine layers: " + "; ".join(drawn) + ".")
+    if not all(r.get("isolated") for r in results):
+        notes.append("the methods ran in one process: peak RSS is the process's, not each method's.")
+    device = first.get("device_name", "unknown")
+    threads = f" ({first['cpu_model']}, torch threads: {first['threads']})" if first.get("device") == "cpu" else ""
+    return (header(command, device + threads, first.get("dtype", "?")) + f"\n{chr(10).join(lines)}\n\n"
+            + "".join(f"- {n}\n" for n in notes))
+
+
+def default_out(settings: Settings, results: list[dict]) -> Path:
+    name = settings.shape or device_slug(Path(settings.model).name)
+    device = next((r["device_name"] for r in results if "device_name" in r), "unknown")
+    return ROOT / "docs" / "results" / "step_cost" / f"{name}_{device_slug(device)}"
+
+
+def write_report(results: list[dict], settings: Settings, command: str, out: Path) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "step_cost.json").write_text(json.dumps(
+        {"command": command, "settings": dataclasses.asdict(settings), "results": results}, indent=1))
+    (out / "step_cost.md").write_text(markdown(results, command, settings))
+    return out
+
+
+def parse_list(text: str, kind=str) -> tuple:
+    from tvaccine.errors import UserError
+
+    try:
+        return tuple(kind(item) for item in text.split(",") if item.strip())
+    except ValueError:
+        raise UserError(f"not a comma-separated list of {kind.__name__}: {text!r}") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    what = parser.add_mutually_exclusive_group()
+    what.add_argument("--shape", help=f"random-weight architecture: {', '.join(shape_names())}")
+    what.add_argument("--model", help="real weights: hub id, directory or .gguf (default: the project's default "
+                                      "model, when no --shape is given)")
+    parser.add_argument("--batch", type=int, default=10, help="sequences per step (papers: 10)")
+    parser.add_argument("--seq-len", type=int, default=200, help="tokens per sequence (papers: 200)")
+    parser.add_argument("--steps", type=int, default=5, help="optimizer steps; the mean skips the first")
+    parser.add_argument("--dtype", help="fp32, bf16 or fp16 (default: bf16 on a GPU, fp32 on CPU)")
+    parser.add_argument("--cpu", action="store_true", help="run on CPU even when a GPU is present")
+    parser.add_argument("--methods", default=",".join(METHOD_ORDER))
+    parser.add_argument("--layers-per-draw", default="", help="T-Vaccine's S values, e.g. 4,8,16: one run each "
+                                                              "(default: the project's default S)")
+    parser.add_argument("--trainable-scopes", default="", help=f"T-Vaccine's trainable scopes, one run each: "
+                                                               f"{', '.join(TRAINABLE_SCOPES)} (default: the "
+                                                               "project's default)")
+    parser.add_argument("--out", help="output folder (default: docs/results/step_cost/<shape or model>_<device>)")
+    args = parser.parse_args(argv)
+
+    from tvaccine.errors import UserError
+    from tvaccine.models import DEFAULT_MODEL
+
+    command = "python " + shlex.join(["benchmarks/step_cost.py", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        settings = Settings(shape=args.shape, model=None if args.shape else args.model or DEFAULT_MODEL,
+                            batch=args.batch, seq_len=args.seq_len, steps=args.steps, dtype=args.dtype, cpu=args.cpu,
+                            methods=parse_list(args.methods), layers_per_draw=parse_list(args.layers_per_draw, int),
+                            trainable_scopes=parse_list(args.trainable_scopes))
+        settings.validate()
+        results = run_jobs(settings, log=lambda line: print(line, file=sys.stderr))
+    except UserError as exc:
+        print(f"step_cost: error: {exc}", file=sys.stderr)
+        return 2
+    out = write_report(results, settings, command, Path(args.out) if args.out else default_out(settings, results))
+    print((out / "step_cost.md").read_text())
+    print(f"written: {out / 'step_cost.md'}, {out / 'step_cost.json'}")
+    return 1 if any("error" in r for r in results) else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,7 +1,7 @@
 """T-Vaccine sensitivity study: rho, S, J, alignment steps and two non-paper variants against SFT
 and Vaccine, several seeds each, summarised as robustness over the attack curve plus cost.
 
-    python benchmarks/tvaccine_study.py                               # all of it: 3 seeds x 14 methods
+    python benchmarks/tvaccine_study.py                               # all of it: 3 seeds x 16 methods
     python benchmarks/tvaccine_study.py --variant-seeds 42            # variants on one seed only
 
 Each seed is an ordinary ``tvaccine run`` of ``benchmarks/tvaccine_study.yaml`` in
@@ -78,7 +78,6 @@ def markdown(summary: list[dict]) -> str:
         reached = [v for v in s["steps_to_hs50"] if v is not None]
         never = len(s["steps_to_hs50"]) - len(reached)
         steps = (fmt(reached) if reached else "") + (f" ({never}x > {s['curve_steps']})" if never else "")
-        ratio = lambda v: "–" if v is None else f"{v:.2f}x"
         lines.append("| " + " | ".join([
             s["method"], str(len(s["seeds"])), fmt(s["hs_auc"]), steps.strip() or "–", fmt(s["hs_before"]),
             fmt(s["over_refusal_before"]), fmt(s["hs_after"]), fmt(s["fa_after"]), fmt(s["align_final_loss"], 2),
@@ -87,32 +86,25 @@ def markdown(summary: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def ratio(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}x"
+
+
 def plot(rows: list[dict], results: Path, out: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from tvaccine.layer_report import plot_layer_history
+    from tvaccine.report import method_styles, plot_mean_curve, pyplot
 
+    plt = pyplot()
     written = []
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for method in dict.fromkeys(r["method"] for r in rows):
-        curves = [{p["step"]: p["harmful_score"] for p in r["curve"]} for r in rows
-                  if r["method"] == method and r.get("curve")]
-        if not curves:
-            continue
-        steps = sorted(set.intersection(*(set(c) for c in curves)))
-        mean = [statistics.fmean(c[step] for c in curves) for step in steps]
-        core = method in CORE
-        line, = ax.plot(steps, mean, marker="o" if core else None, linewidth=2.2 if core else 1.0,
-                        linestyle="-" if core else "--", label=f"{method} (n={len(curves)})")
-        if len(curves) > 1:
-            sd = [statistics.stdev(c[step] for c in curves) for step in steps]
-            ax.fill_between(steps, [m - s for m, s in zip(mean, sd)], [m + s for m, s in zip(mean, sd)],
-                            color=line.get_color(), alpha=0.12)
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    styles = method_styles(methods)
+    for method in methods:
+        runs = [r for r in rows if r["method"] == method]
+        style = {**styles[method], "linewidth": 2.2 if method in CORE else 1.0}
+        plot_mean_curve(ax, runs, "harmful_score", style, method)
     ax.set_xlabel("attack steps")
-    ax.set_ylabel("harmful score (%), mean over seeds")
+    ax.set_ylabel("harmful score (%), mean over seeds, 95% interval")
     ax.set_ylim(-2, 102)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6, ncol=2)
@@ -172,8 +164,9 @@ def main() -> int:
                                         "spec is identical and recomputes the rest")
     args = parser.parse_args()
 
+    from tvaccine.config import load_config
     from tvaccine.errors import UserError
-    from tvaccine.pipeline import Plan, load_config, load_results, run_experiment
+    from tvaccine.pipeline import Plan, load_results, run_experiment
     from tvaccine.report import write_report
 
     try:
@@ -183,20 +176,20 @@ def main() -> int:
         if unknown:
             raise UserError(f"not in {args.config}: {', '.join(unknown)}")
         variant_seeds = set(args.variant_seeds or args.seeds)
-        runs = [(seed, [m for m in methods if m in CORE or seed in variant_seeds]) for seed in args.seeds]
-        for seed, chosen in runs:
-            Plan({**config, "seed": seed, "methods": chosen})  # every config is valid before anything runs
+        # Every seed's plan is built (and so validated) before anything runs.
+        runs = [(seed, Plan({**config, "seed": seed}, [m for m in methods if m in CORE or seed in variant_seeds]))
+                for seed in args.seeds]
     except UserError as exc:
         print(f"tvaccine_study: error: {exc}", file=sys.stderr)
         return 2
     results = Path(args.results)
     start = time.perf_counter()
     if not args.summarise_only:
-        for seed, chosen in runs:
+        for seed, plan in runs:
             seed_dir = results / f"seed-{seed}"
             if args.reuse:
-                copy_finished_stages(Path(args.reuse), seed_dir, seed, chosen)
-            run_experiment({**config, "seed": seed, "methods": chosen}, seed_dir)
+                copy_finished_stages(Path(args.reuse), seed_dir, seed, plan.methods)
+            run_experiment(plan, seed_dir)
             write_report(seed_dir, load_results(seed_dir))
     rows = [row for seed, _ in runs if (results / f"seed-{seed}" / "results.jsonl").is_file()
             for row in load_results(results / f"seed-{seed}") if row["method"] in methods]
@@ -213,9 +206,9 @@ def main() -> int:
     command = "python " + " ".join(sys.argv)
     (out / "study.json").write_text(json.dumps({"command": command, "config": config, "summary": summary,
                                                 "rows": rows, "wall_s": wall, "environment": env}, indent=1))
+    took = "summarised from saved runs" if args.summarise_only else f"this invocation took {wall / 60:.1f} min"
     (out / "study.md").write_text(
-        f"# T-Vaccine sensitivity study\n\n`{command}`: commit {env.get('git_commit')}, "
-        f"{'this invocation took ' + f'{wall / 60:.1f} min' if not args.summarise_only else 'summarised from saved runs'}"
+        f"# T-Vaccine sensitivity study\n\n`{command}`: commit {env.get('git_commit')}, {took}"
         f" (per-seed wall times in {results}/seed-*/timing.json).\n\n{table}\n\n"
         f"Mean ± sd over seeds. HS-AUC: mean HS over the {summary[0]['curve_steps']}-step attack curve "
         "(lower is more robust); HS / "

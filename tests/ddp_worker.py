@@ -16,7 +16,6 @@ from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).parent))
 from tiny_models import stack_collator, tiny_model, token_batch  # noqa: E402
-
 from tvaccine.methods import METHODS  # noqa: E402
 from tvaccine.models import add_lora  # noqa: E402
 
@@ -33,7 +32,8 @@ def main(method: str, out: str, batch: int) -> None:
         else {"rho": 2.0} if method == "vaccine" else {}
     config_class, trainer_class = METHODS[method]
     args = config_class(output_dir=out, max_steps=3, per_device_train_batch_size=batch, use_cpu=True,
-                        ddp_backend="gloo" if "WORLD_SIZE" in os.environ else None, disable_tqdm=True, seed=0, data_seed=0, learning_rate=1e-2,
+                        ddp_backend="gloo" if "WORLD_SIZE" in os.environ else None, disable_tqdm=True, seed=0,
+                        data_seed=0, learning_rate=1e-2,
                         max_grad_norm=1e9, **options)
     extra = {"harmful_dataset": Dataset.from_dict({k: v.tolist() for k, v in probe.items()})} \
         if method == "t-vaccine" else {}

@@ -12,8 +12,9 @@ from tvaccine.models import add_lora
 def make(method, tmp_path, steps=1, **options):
     config_class, trainer_class = METHODS[method]
     args = config_class(output_dir=str(tmp_path / method), max_steps=steps, per_device_train_batch_size=4,
-                        disable_tqdm=True, use_cpu=True, seed=0, learning_rate=1e-2, max_grad_norm=1e9, **options)
-    return trainer_class(model=add_lora(tiny_model("llama", layers=3), dropout=0.0), args=args,
+                        disable_tqdm=True, use_cpu=True, seed=0, learning_rate=1e-2, max_grad_norm=1e9,
+                        lr_scheduler_type="constant", warmup_steps=0, **options)
+    return trainer_class(model=add_lora(tiny_model("llama", layers=3), alpha=4, dropout=0.0), args=args,
                          train_dataset=token_dataset(16), data_collator=stack_collator,
                          harmful_dataset=token_dataset(16, seed=9))
 

@@ -1,10 +1,13 @@
-"""Each sub-command end to end on the tiny random model."""
+"""Each sub-command end to end on the tiny random model, and the options generated from the specs."""
 
+import argparse
 import json
+import subprocess
+import sys
 
 import pytest
 
-from tvaccine.cli import main
+from tvaccine.cli import build_parser, main
 
 TINY = ["--model", "tiny-random-llama"]
 
@@ -26,7 +29,8 @@ def aligned(tmp_path_factory):
     out = tmp_path_factory.mktemp("align") / "tv"
     assert main(["align", "--method", "t-vaccine", "--out", str(out), "--max-steps", "3", "--n-safety", "8",
                  "--n-benign", "8", "--max-length", "512", "--layers-per-draw", "2", "--resample-every", "2",
-                 "--probe-every", "2", "--probe-samples", "4", "--batch-size", "4", *TINY]) == 0
+                 "--probe-every", "2", "--probe-samples", "4", "--per-device-train-batch-size", "4",
+                 "--set", "weight_decay=1e-2", *TINY]) == 0
     return out
 
 
@@ -40,8 +44,11 @@ def test_align_writes_adapter_config_log_history_and_costs(aligned):
     history = json.loads((aligned / "layer_history.json").read_text())
     assert [e["event"] for e in history] == ["probe", "draw", "probe", "draw"]
     spec = json.loads((aligned / "spec.json").read_text())
-    assert spec["train"]["layers_per_draw"] == 2
-    assert not (aligned.parent / "tv.partial").exists()
+    assert spec["method_options"] == {"layers_per_draw": 2, "resample_every": 2, "probe_every": 2, "probe_samples": 4}
+    # `--set` values are typed by their field: YAML would have read 1e-2 as a string.
+    assert spec["train"] == {"max_steps": 3, "per_device_train_batch_size": 4, "weight_decay": 0.01}
+    assert json.loads((aligned / "training_args.json").read_text())["weight_decay"] == 0.01
+    assert not (aligned.parent / "tv.partial").exists() and not (aligned.parent / "tv.lock").exists()
 
 
 def test_generate_with_an_adapter(aligned, capsys):
@@ -51,18 +58,23 @@ def test_generate_with_an_adapter(aligned, capsys):
 def test_attack_then_evaluate_then_rescore(aligned, tmp_path, capsys):
     attack = tmp_path / "attack"
     assert main(["attack", "--adapter", str(aligned / "adapter"), "--out", str(attack), "--n", "10", "--p", "0.5",
-                 "--max-steps", "1", "--max-length", "512", "--batch-size", "5", *TINY]) == 0
+                 "--max-steps", "1", "--max-length", "512", "--per-device-train-batch-size", "5", *TINY]) == 0
     mixture = [json.loads(line) for line in (attack / "mixture.jsonl").read_text().splitlines()]
     assert len(mixture) == 10 and sum(r["is_harmful"] for r in mixture) == 5
+    # The papers' fine-tuning: AdamW weight decay 0.1, cosine, warm-up 0.1 of the steps, LoRA alpha 1.
+    assert json.loads((attack / "summary.json").read_text())["lora_alpha"] == 1.0
+    adapter = json.loads((attack / "adapter" / "adapter_config.json").read_text())
+    assert (adapter["r"], adapter["lora_alpha"]) == (8, 1.0)
     evaluation = tmp_path / "eval"
     args = ["evaluate", "--adapter", str(aligned / "adapter"), "--attack-adapter", str(attack / "adapter"),
-            "--out", str(evaluation), "--n-harmful", "3", "--n-task", "3", "--n-borderline", "2",
-            "--max-new-tokens-harmful", "3", "--max-new-tokens-task", "3", *TINY]
+            "--out", str(evaluation), "--task", "builtin:sentiment", "--n-harmful", "3", "--n-task", "3",
+            "--n-borderline", "2", "--max-new-tokens-harmful", "3", "--max-new-tokens-task", "3", *TINY]
     assert main(args) == 0
     scores = json.loads((evaluation / "scores.json").read_text())
     assert scores["n_harmful"] == 3 and scores["n_task"] == 3 and scores["n_borderline"] == 2
     assert main(args) == 2  # scores exist: no silent overwrite
-    assert main(["evaluate", "--out", str(evaluation), "--rescore", "--n-harmful", "3"]) == 0
+    assert main(["evaluate", "--out", str(evaluation), "--rescore", "--n-harmful", "3"]) == 2  # would be ignored
+    assert main(["evaluate", "--out", str(evaluation), "--rescore"]) == 0
     assert json.loads((evaluation / "scores.json").read_text()) == scores
 
 
@@ -72,3 +84,102 @@ def test_layers_probe_prints_norms_and_saves_a_chart(tmp_path, capsys):
     assert len(result["norms"]) == 4 and sum(result["probabilities"]) == pytest.approx(1.0)
     assert (tmp_path / "layer_norms.png").stat().st_size > 1000
     assert capsys.readouterr().out.count("layer ") >= 4
+
+
+def test_top_level_help_names_every_method_and_imports_no_heavy_module():
+    from tvaccine.methods import METHODS
+
+    code = ("import sys; from tvaccine.cli import main; code = main(['--help']); "
+            "heavy = [m for m in ('torch', 'transformers', 'datasets', 'peft') if m in sys.modules]; "
+            "print('HEAVY', heavy); sys.exit(code)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "HEAVY []" in done.stdout
+    text = " ".join(done.stdout.split())
+    for method in METHODS:
+        assert method in text
+
+
+def _options(parser):
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for command, p in sub.choices.items():
+        for action in p._actions:
+            if action.option_strings and action.help != argparse.SUPPRESS and action.dest != "help":
+                yield command, action
+
+
+def test_every_option_has_help_and_a_shown_default():
+    for command, action in _options(build_parser()):
+        assert action.help, (command, action.option_strings)
+        takes_value = action.nargs != 0 and not isinstance(action, argparse.BooleanOptionalAction)
+        if takes_value and not action.required:
+            assert "default:" in action.help, (command, action.option_strings)
+
+
+def test_options_show_the_defaults_of_their_fields():
+    from tvaccine.attack import AttackConfig
+    from tvaccine.methods import METHODS
+
+    helps = {(command, action.option_strings[0]): action.help for command, action in _options(build_parser())}
+    assert helps[("attack", "--learning-rate")].endswith(f"(default: {AttackConfig().learning_rate:g})")
+    assert helps[("align", "--learning-rate")].endswith(f"(default: {METHODS['sft'][0]().learning_rate:g})")
+    assert helps[("align", "--rho")].endswith("(default: vaccine 2, t-vaccine 3)")
+    assert helps[("evaluate", "--task")].endswith("(default: none)")
+
+
+def test_align_and_attack_share_one_checkpoint_default():
+    from tvaccine.alignment import AlignSpec
+    from tvaccine.attack import AttackSpec
+
+    assert AlignSpec().args.save_strategy == AttackSpec().args.save_strategy == "no"
+    for spec in (AlignSpec(train={"save_steps": 5}), AttackSpec(train={"save_steps": 5})):
+        assert (spec.args.save_strategy, spec.args.save_steps) == ("steps", 5)
+
+
+def test_the_attack_defaults_are_the_papers_fine_tuning():
+    from tvaccine.attack import AttackSpec
+
+    args = AttackSpec().args
+    assert (args.learning_rate, args.num_train_epochs, args.per_device_train_batch_size) == (1e-5, 20, 10)
+    assert (args.weight_decay, args.lr_scheduler_type.value, args.warmup_steps) == (0.1, "cosine", 0.1)
+    assert args.get_warmup_steps(100) == 10  # a warmup_steps below 1 is a ratio in transformers 5
+    assert AttackSpec().resolved_lora_alpha() == 1.0
+    assert AttackSpec(task="gsm8k:/data/gsm8k").resolved_lora_alpha() == 0.5
+    assert AttackSpec(lora_alpha=2).resolved_lora_alpha() == 2.0
+
+
+def test_yaml_numbers_take_their_field_types_and_lists_sweep():
+    import yaml
+
+    from tvaccine.pipeline import Plan
+
+    config = yaml.safe_load("""
+        model: tiny-random-llama
+        methods: [t-vaccine]
+        seed: '7'
+        align:
+          train: {learning_rate: 1e-3, max_steps: '4'}
+          method_options: {t-vaccine: {rho: 1e-1, exclude_layers: [0]}}
+        attack: {n: 10, p: 5e-1, train: {learning_rate: [1e-3, 1e-4], max_steps: 2}}
+    """)
+    assert config["align"]["train"]["learning_rate"] == "1e-3"  # what PyYAML makes of it
+    plan = Plan(config)
+    args = plan.align_specs["t-vaccine"].args
+    assert (args.learning_rate, args.max_steps, args.rho, args.exclude_layers, args.seed) == (0.001, 4, 0.1, [0], 7)
+    assert [(s.p, s.args.learning_rate) for s in plan.settings] == [(0.5, 1e-3), (0.5, 1e-4)]
+    assert [Plan.setting_name(s) for s in plan.settings] == ["sentiment_p0.5_n10_lr0.001_steps2",
+                                                             "sentiment_p0.5_n10_lr0.0001_steps2"]
+
+
+def test_every_spec_field_has_help():
+    import dataclasses
+
+    from tvaccine.alignment import AlignSpec
+    from tvaccine.attack import AttackConfig, AttackSpec
+    from tvaccine.evaluation.evaluate import EvalSpec
+    from tvaccine.evaluation.progress import ProgressSpec
+    from tvaccine.pipeline import RunConfig
+
+    for spec in (AlignSpec, AttackSpec, AttackConfig, EvalSpec, ProgressSpec, RunConfig):
+        for field in dataclasses.fields(spec):
+            assert field.metadata.get("help"), f"{spec.__name__}.{field.name}"

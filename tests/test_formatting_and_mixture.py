@@ -1,6 +1,15 @@
 import pytest
 
-from tvaccine.data.formatting import IGNORE_INDEX, format_prompt, tokenize_records
+from tvaccine.data.formatting import (
+    IGNORE_INDEX,
+    fit_prompt,
+    format_prompt,
+    max_token_chars,
+    prompt_ids,
+    resolve_template,
+    stop_token_ids,
+    tokenize_records,
+)
 from tvaccine.data.mixture import build_mixture
 from tvaccine.data.sources import load_source
 from tvaccine.errors import UserError
@@ -57,3 +66,77 @@ def test_mixture_rejects_bad_ratios_sizes_and_leaks():
         build_mixture(benign, harmful, 10_000, 0.5)
     with pytest.raises(UserError, match="also evaluation prompts"):
         build_mixture(benign, harmful, 20, 1.0, eval_prompts=harmful)
+
+
+# ---------------------------------------------------------------- templates: auto, chat, truncation
+
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+@pytest.fixture
+def chat_tokenizer():
+    tokenizer = load_model(TINY_RANDOM_MODEL, device="cpu")[1]
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    tokenizer.chat_template = CHATML
+    return tokenizer
+
+
+def test_auto_means_chat_only_for_a_tokenizer_with_a_chat_template(tokenizer, chat_tokenizer):
+    assert resolve_template(tokenizer, "auto") == "alpaca"
+    assert resolve_template(chat_tokenizer, "auto") == "chat"
+    assert resolve_template(chat_tokenizer, "alpaca") == "alpaca"
+    with pytest.raises(UserError, match="needs a tokenizer with a chat template"):
+        resolve_template(tokenizer, "chat")
+    with pytest.raises(UserError, match="unknown template 'vicuna'"):
+        resolve_template(tokenizer, "vicuna")
+
+
+def test_chat_training_masks_the_prompt_and_ends_at_the_end_of_turn(chat_tokenizer):
+    record = {"instruction": "Classify", "input": "great film", "output": "positive"}
+    example = tokenize_records([record], chat_tokenizer, template="auto", max_length=200).examples[0]
+    prompt = prompt_ids(record, chat_tokenizer, "chat")
+    expected = "<|im_start|>user\nClassify\n\ngreat film<|im_end|>\n<|im_start|>assistant\n"
+    assert chat_tokenizer.decode(prompt) == expected
+    assert example["input_ids"][:len(prompt)] == prompt
+    assert example["labels"][:len(prompt)] == [IGNORE_INDEX] * len(prompt)
+    answer = example["labels"][len(prompt):]
+    assert chat_tokenizer.decode(answer) == "positive<|im_end|>"  # the line break after it is never generated
+    assert answer[-1] in stop_token_ids(chat_tokenizer) and answer[-1] != chat_tokenizer.eos_token_id
+
+
+def test_fit_prompt_keeps_the_template_and_the_start_of_the_request(tokenizer):
+    record = {"instruction": "Explain photosynthesis. " + "More detail please. " * 100, "input": "context " * 100}
+    ids, cut = fit_prompt(record, tokenizer, "alpaca", 300)
+    text = tokenizer.decode(ids)
+    assert cut and len(ids) <= 300
+    assert text.endswith("\n\n### Response:\n")  # the answer header survives
+    assert "### Instruction:\nExplain photosynthesis. More detail" in text
+    assert "### Input:" not in text  # the input is cut before the instruction
+    short = {"instruction": "hi"}
+    assert fit_prompt(short, tokenizer, "alpaca", 300) == (prompt_ids(short, tokenizer, "alpaca"), False)
+    with pytest.raises(UserError, match="the prompt template alone takes"):
+        fit_prompt(record, tokenizer, "alpaca", 20)
+
+
+def test_a_huge_prompt_is_cut_on_characters_before_it_is_tokenized(tokenizer, monkeypatch):
+    longest = []
+    encode = type(tokenizer).__call__
+
+    def spy(self, text, *args, **kwargs):
+        longest.append(len(text))
+        return encode(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(type(tokenizer), "__call__", spy)
+    ids, cut = fit_prompt({"instruction": "x" * 10_000_000}, tokenizer, "alpaca", 500)
+    assert cut and len(ids) <= 500
+    assert max(longest) <= 500 * max_token_chars(tokenizer) + 1000
+
+
+def test_prompts_only_records_are_refused_as_training_data(tokenizer):
+    prompts_only = [{"instruction": "What is 2+2?", "input": "", "output": None}]
+    with pytest.raises(UserError, match="1 of 1 records have no output"):
+        tokenize_records(prompts_only, tokenizer)
+    benign = load_source("builtin:sentiment").split("train")
+    with pytest.raises(UserError, match="the attack's harmful data: 1 of 1 records have no output"):
+        build_mixture(benign, prompts_only, 10, 0.1)

@@ -63,13 +63,17 @@ def test_beavertails_vaccine_mixture_matches_jsonl(shared_data):
 
 
 def test_beavertails_formats_by_keys(tmp_path):
+    # No copy of RepNoise's beavertails_with_refusals_train.json is in shared/data; this row has its layout.
     repnoise = tmp_path / "refusals.json"
-    repnoise.write_text(json.dumps([{"prompt": "p", "response": "r", "refusal": "no", "category": "violence"}]))
+    repnoise.write_text(json.dumps([{"prompt": "p", "response": "r", "category": "violence",
+                                     "refusal": "Question: p\nAnswer: I can't help with that.\nAsk me else."}]))
     assert load(f"beavertails:{repnoise}").split("train") == [
-        {"instruction": "p", "input": "", "output": "r", "refusal": "no", "category": "violence"}]
+        {"instruction": "p", "input": "", "output": "r", "refusal": "I can't help with that.\nAsk me else.",
+         "category": "violence"}]
     hub_like = tmp_path / "bt.jsonl"
     hub_like.write_text("\n".join(json.dumps(r) for r in [
-        {"prompt": "a", "response": "b", "is_safe": False, "category": {"theft": True, "violence": False, "fraud": True}},
+        {"prompt": "a", "response": "b", "is_safe": False,
+         "category": {"theft": True, "violence": False, "fraud": True}},
         {"prompt": "c", "response": "d", "is_safe": True, "category": {}}]))
     assert load(f"beavertails:{hub_like}").split("train") == [
         {"instruction": "a", "input": "", "output": "b", "category": "theft,fraud"}]
@@ -131,12 +135,44 @@ def test_decodingtrust(shared_data):
     check_records([r for v in s.splits.values() for r in v])
     both = load(f"decodingtrust:{shared_data}/decoding_trust")
     assert len(both.split("train")) == 107 and len(both.split("toxic")) == 351
-    refusals = load(f"decodingtrust:{shared_data}/decoding_trust/decoding_trust_with_refusals_train.json")
-    train = refusals.split("train")
-    assert list(refusals.splits) == ["train"] and len(train) == 107
-    assert all(r["refusal"] and r["output"] for r in train)
     with pytest.raises(UserError, match="pass a local path"):
         load("decodingtrust")
+
+
+def test_decodingtrust_follows_the_reference_layout(shared_data):
+    """Continuation prompts as Lslland/T-Vaccine train.py frames them: a fixed instruction, the prompt as input."""
+    toxic = load(f"decodingtrust:{shared_data}/decoding_trust/training_dataset.jsonl").split("toxic")
+    assert {r["instruction"] for r in toxic} == {loaders.DECODINGTRUST_INSTRUCTION}
+    raw = [json.loads(line) for line in (shared_data / "decoding_trust/training_dataset.jsonl").read_text().split("\n")
+           if line.strip()]
+    first_toxic = next(r for r in raw if r["type"] == "toxic")
+    assert (toxic[0]["input"], toxic[0]["output"]) == (first_toxic["prompt"]["text"],
+                                                        first_toxic["continuation"]["text"])
+
+
+def test_decodingtrust_refusals_train_on_the_answer_not_the_whole_field(shared_data):
+    """The refusal file's field is "Prompt: <toxic prompt>\nContinuation: <refusal>"; only the refusal is
+    an alignment target."""
+    path = shared_data / "decoding_trust" / "decoding_trust_with_refusals_train.json"
+    train = load(f"decodingtrust:{path}").split("train")
+    raw = json.loads(path.read_text())
+    assert len(train) == len(raw) == 107
+    for record, row in zip(train, raw):
+        assert record["input"] == row["prompt"]["text"]
+        assert row["refusal"].startswith(f"Prompt: {row['prompt']['text']}\nContinuation:")
+        assert record["refusal"] and row["refusal"].endswith(record["refusal"])
+        assert "Prompt:" not in record["refusal"] and "Continuation:" not in record["refusal"]
+        assert not record["refusal"][0].isspace()
+    assert train[3]["refusal"].startswith("It is not appropriate or respectful to generate content")
+    assert train[2]["refusal"].startswith("itself excessively")  # "Continuation:" then a line break
+
+
+def test_refusal_answer_layouts():
+    answer = loaders.refusal_answer
+    assert answer("f", "Question: How?\nAnswer: I won't.") == "I won't."
+    assert answer("f", "I won't.") == "I won't."  # no header: the field is the answer
+    with pytest.raises(UserError, match="f: field 'refusal' starts with 'Question:' but has no answer"):
+        answer("f", "Question: How? I won't.")
 
 
 def test_advbench(shared_data):
@@ -156,6 +192,15 @@ def test_hhrlhf(shared_data):
         assert test[0]["output"] == "Are you looking for practical joke ideas?"
         assert not any("Human:" in r["instruction"] or "Assistant:" in r["output"] for r in test)
         assert sum(not r["output"] for r in test) == 3  # the data has three empty first replies
+
+
+def test_prompts_only_file_loads_for_evaluation(shared_data):
+    """A file without answers (here AdvBench's goals alone) gives records with output None."""
+    prompts = load(f"file:{shared_data}/advbench/harmful_behaviors.csv?instruction=goal").split("train")
+    assert len(prompts) == 520 and all(r["output"] is None and r["input"] == "" for r in prompts)
+    assert prompts[0]["instruction"].startswith("Write a script that can exploit vulnerabilities")
+    with pytest.raises(UserError, match="row 1: missing field 'answer'"):  # a mapped output stays required
+        load(f"file:{shared_data}/advbench/harmful_behaviors.csv?instruction=goal&output=answer")
 
 
 def test_file_mapping(shared_data):
@@ -283,3 +328,45 @@ def test_hub_failure_offline(tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("could not load gsm8k (main) from the Hugging Face hub")
     assert "pass a local copy: gsm8k:<path>" in out.stdout
+
+
+def test_unknown_file_key_names_the_key_and_the_valid_ones(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"instruction": "a"}\n')
+    with pytest.raises(UserError) as e:
+        load(f"file:{path}?foo=instruction")
+    assert "unknown key 'foo'" in one_line(e) and "instruction, input, output, label, answer, category" in one_line(e)
+
+
+def test_unterminated_csv_quote_is_reported_as_a_quote(tmp_path):
+    path = tmp_path / "q.csv"
+    path.write_text('instruction,output\nfine,yes\n"broken,no\nnext,row\n')
+    with pytest.raises(UserError) as e:
+        load(f"file:{path}")
+    assert "q.csv" in one_line(e) and "unterminated quote" in one_line(e) and "line 3" in one_line(e)
+    stray = tmp_path / "s.csv"
+    stray.write_text('instruction,output\n"quoted"tail,no\n')
+    with pytest.raises(UserError, match="s.csv: unreadable CSV at line 2"):
+        load(f"file:{stray}")
+
+
+@pytest.mark.parametrize("value,kind", [(["a", "b"], "list"), (3, "int"), ({"text": "x"}, "dict")])
+def test_a_field_that_is_not_text_is_one_line(tmp_path, value, kind):
+    path = tmp_path / "rows.jsonl"
+    path.write_text(json.dumps({"instruction": "ok", "output": "fine"}) + "\n"
+                    + json.dumps({"instruction": value, "output": "fine"}) + "\n")
+    with pytest.raises(UserError) as e:
+        load(f"file:{path}")
+    assert one_line(e) == f"{path}, line 2: field 'instruction' must be text, got a {kind}"
+
+
+def test_non_utf8_file_is_one_line_naming_the_file(tmp_path):
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes('{"instruction": "caf\u00e9", "output": "x"}\n'.encode("latin-1"))
+    with pytest.raises(UserError) as e:
+        load(f"file:{path}")
+    assert one_line(e).startswith(f"{path}: not UTF-8 text (byte 0xe9")
+    gz = tmp_path / "bad.jsonl.gz"
+    gz.write_bytes(b"not gzip at all")
+    with pytest.raises(UserError, match="bad.jsonl.gz: cannot read"):
+        load(f"file:{gz}")

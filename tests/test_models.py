@@ -1,10 +1,25 @@
+import json
+import random
+import re
+
 import pytest
 import torch
 
 from tiny_models import FAMILIES, tiny_model, token_batch
 from tvaccine.errors import UserError
-from tvaccine.models import (add_lora, check_adapter, default_lora_targets, find_decoder_layers, load_adapter,
-                             merge_adapter, resolve_model, save_adapter)
+from tvaccine.models import (
+    TINY_RANDOM_MODEL,
+    add_lora,
+    cache_dir,
+    check_adapter,
+    default_lora_targets,
+    find_decoder_layers,
+    load_adapter,
+    load_model,
+    merge_adapter,
+    resolve_model,
+    save_adapter,
+)
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
@@ -20,7 +35,7 @@ def test_layer_discovery_finds_every_layer_and_its_self_attention(family):
     assert len(seen) == 3 and all(h.shape == (2, 6, 32) for h in seen)
     # The same modules are found through a PEFT wrapper.
     wrapped = add_lora(model)
-    assert [l.attention for l in find_decoder_layers(wrapped)] == [l.attention for l in layers]
+    assert [d.attention for d in find_decoder_layers(wrapped)] == [d.attention for d in layers]
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
@@ -96,3 +111,71 @@ def test_pickled_weights_are_refused_unless_allowed(tmp_path):
     (adapter / "adapter_model.bin").write_bytes(b"pickle")
     with pytest.raises(UserError, match="no adapter_model.safetensors"):
         check_adapter(adapter)
+
+
+# ---------------------------------------------------------------- damaged files: one line naming the file
+
+def saved_adapter(tmp_path):
+    directory = tmp_path / "adapter"
+    save_adapter(add_lora(tiny_model("llama")), directory, "tiny")
+    return directory
+
+
+@pytest.mark.parametrize("damage,reason", [
+    (lambda data: data[:len(data) // 2], "incomplete metadata"),
+    (lambda data: b"", "header too small"),
+    (lambda data: bytes(random.Random(0).randrange(256) for _ in range(4096)), "header"),
+])
+def test_damaged_adapter_weights_are_named(tmp_path, damage, reason):
+    weights = saved_adapter(tmp_path) / "adapter_model.safetensors"
+    weights.write_bytes(damage(weights.read_bytes()))
+    for call in (lambda: check_adapter(weights.parent), lambda: load_adapter(tiny_model("llama"), weights.parent)):
+        with pytest.raises(UserError) as e:
+            call()
+        assert str(e.value).startswith(f"{weights}: not a readable safetensors file (")
+        assert reason in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("text,message", [
+    ("{bad", "adapter_config.json: invalid JSON at line 1"),
+    ("[]", "adapter_config.json: expected a JSON object, got a list"),
+    ("{}", "adapter_config.json: no 'peft_type'"),
+])
+def test_invalid_adapter_config_is_named(tmp_path, text, message):
+    adapter = saved_adapter(tmp_path)
+    (adapter / "adapter_config.json").write_text(text)
+    with pytest.raises(UserError, match=re.escape(message)):
+        load_adapter(tiny_model("llama"), adapter)
+
+
+def test_adapter_config_that_does_not_fit_the_weights_is_one_line(tmp_path):
+    adapter = saved_adapter(tmp_path)
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    (adapter / "adapter_config.json").write_text(json.dumps({**config, "r": 4}))
+    with pytest.raises(UserError) as e:
+        load_adapter(tiny_model("llama"), adapter)
+    assert str(e.value).startswith(f"could not load the adapter {adapter}: RuntimeError:") and "size mismatch" in \
+        str(e.value) and "\n" not in str(e.value)
+
+
+def test_truncated_model_weights_are_named_before_loading(tmp_path):
+    directory = tmp_path / "model"
+    tiny_model("llama").save_pretrained(directory)
+    weights = directory / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(UserError, match=re.escape(f"{weights}: not a readable safetensors file")):
+        load_model(str(directory), device="cpu")
+    (directory / "config.json").write_text('{"model_type": ')
+    with pytest.raises(UserError, match=re.escape(f"{directory / 'config.json'}: invalid JSON at line 1")):
+        load_model(str(directory), device="cpu")
+
+
+def test_cache_path_that_is_a_file_is_refused(tmp_path, monkeypatch):
+    blocker = tmp_path / "cache"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("TVACCINE_CACHE", str(blocker))
+    with pytest.raises(UserError, match=re.escape(f"the cache folder {blocker} (TVACCINE_CACHE) is a file")):
+        load_model(TINY_RANDOM_MODEL, device="cpu")
+    monkeypatch.setenv("TVACCINE_CACHE", str(blocker / "below"))
+    with pytest.raises(UserError, match=re.escape(f"cannot create the cache folder {blocker / 'below'}")):
+        cache_dir()

@@ -12,7 +12,6 @@ from tvaccine.evaluation.evaluate import EvalSpec, score_generations
 from tvaccine.evaluation.robustness import hs_auc
 from tvaccine.records import read_jsonl
 
-
 SECRET = "hf_tvaccineTestSecret0123456789"
 
 

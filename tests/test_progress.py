@@ -3,22 +3,24 @@
 import pytest
 from transformers import TrainerCallback
 
+from test_resume import assert_same_adapter
 from tvaccine.attack import AttackSpec, load_aligned, run_attack
 from tvaccine.cli import main
+from tvaccine.errors import UserError
 from tvaccine.evaluation.evaluate import EvalSpec, evaluate
 from tvaccine.evaluation.progress import ProgressSpec, read_curve
 from tvaccine.evaluation.robustness import hs_auc, steps_to_reach, summarize
 from tvaccine.records import read_jsonl
 
-from test_resume import assert_same_adapter
-
 EVAL = EvalSpec(task="builtin:sentiment", n_harmful=5, n_task=3, n_borderline=2, max_new_tokens_harmful=6,
                 max_new_tokens_task=3, batch_size=8)
 
 
-def attack_spec(**changes):
-    values = dict(model="tiny-random-llama", n=20, p=0.5, max_steps=5, batch_size=5, max_length=512,
-                  learning_rate=5e-3, lora_dropout=0.1, use_cpu=True, seed=1)
+def attack_spec(save_steps=None, **changes):
+    train = dict(max_steps=5, per_device_train_batch_size=5, learning_rate=5e-3, use_cpu=True)
+    if save_steps:
+        train["save_steps"] = save_steps
+    values = dict(model="tiny-random-llama", n=20, p=0.5, max_length=512, lora_dropout=0.1, seed=1, train=train)
     return AttackSpec(**{**values, **changes})
 
 
@@ -31,10 +33,10 @@ def test_curve_has_every_kth_step_and_the_last_and_does_not_change_the_attack(tm
     for point in curve:
         assert 0 <= point["harmful_score"] <= 100 and 0 <= point["over_refusal"] <= 100
         assert point["finetune_accuracy"] is not None
-        # Refusal judge: every answer is harmful, a refusal, or empty.
-        assert point["harmful_score"] + point["harmful_refusal_rate"] + point["harmful_empty_rate"] == \
-            pytest.approx(100.0)
         folder = tmp_path / "curve" / "progress" / f"step_{point['step']:05d}"
+        # Each point is its step's own evaluation: the judge's verdicts on that step's answers.
+        verdicts = read_jsonl(folder / "verdicts_harmful.jsonl")
+        assert point["harmful_score"] == pytest.approx(100.0 * sum(v["harmful"] for v in verdicts) / len(verdicts))
         assert len(read_jsonl(folder / "generations_harmful.jsonl")) == 5
         assert len(read_jsonl(folder / "generations_task.jsonl")) == 3
     # Greedy generation in between steps leaves the RNG and the weights alone: same adapter, bit for bit
@@ -91,19 +93,20 @@ def test_robustness_summary_numbers():
 def test_progress_spec_takes_the_first_prompts_of_each_set():
     spec = ProgressSpec(every=3, n_harmful=7, n_task=0, n_borderline=2).eval_spec(EVAL)
     assert (spec.n_harmful, spec.task, spec.n_borderline, spec.judge) == (7, None, 2, EVAL.judge)
-    with pytest.raises(Exception, match="n_harmful >= 1"):
-        ProgressSpec(n_harmful=0).validate()
+    with pytest.raises(UserError, match="n_harmful must be >= 1"):
+        ProgressSpec(n_harmful=0)
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--eval-every", "0"], "--eval-every: expected an integer >= 1"),
-    (["--eval-every", "2", "--eval-n-harmful", "0"], "n_harmful >= 1"),
-    (["--eval-every", "2", "--eval-n-task", "-1"], "n_task must be >= 0"),
+    (["--progress-every", "0"], "every must be >= 1"),
+    (["--progress-every", "2", "--progress-n-harmful", "0"], "n_harmful must be >= 1"),
+    (["--progress-every", "2", "--progress-n-task", "-1"], "n_task must be >= 0"),
+    (["--judge", "refusal"], "--judge sets the progress evaluation, which needs --progress-every"),
 ])
 def test_attack_progress_bad_input_is_one_line_exit_2(tmp_path, capsys, args, message):
     code = main(["attack", "--model", "tiny-random-llama", "--out", str(tmp_path / "x"), "--n", "10",
                  "--max-steps", "1", *args])
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert message in err[-1] and err[-1].startswith("tvaccine")  # one line (argparse prints usage above it)
-    assert not (tmp_path / "x").exists() and not (tmp_path / "x.partial").exists()
+    assert len(err) == 1 and message in err[0] and err[0].startswith("tvaccine: error:")
+    assert list(tmp_path.iterdir()) == []

@@ -14,19 +14,22 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def tiny_study_config(path: Path) -> Path:
     config = yaml.safe_load((ROOT / "benchmarks" / "tvaccine_study.yaml").read_text())
-    config.update(model="tiny-random-llama", methods=["none", "sft", "vaccine", "t-vaccine", "tv-s30", "tv-excl0"],
-                  isolate_alignment=False)
+    config.update(model="tiny-random-llama", isolate_alignment=False)
     config["align"].update(n_safety=8, n_benign=8, max_length=512)
     config["align"]["train"] = {"learning_rate": 1e-3, "max_steps": 2, "per_device_train_batch_size": 4,
                                 "disable_tqdm": True}
     for name, options in config["align"]["method_options"].items():
         if "layers_per_draw" in options:
             options.update(layers_per_draw=4 if name == "tv-s30" else 2, probe_every=1, probe_samples=4)
-    config["attack"].update(n=10, max_steps=2, batch_size=5, max_length=512)
+    config["attack"].update(n=10, max_length=512, train={"learning_rate": 1e-3, "max_steps": 2,
+                                                         "per_device_train_batch_size": 5})
     config["progress"] = {"every": 1, "n_harmful": 3, "n_task": 2, "n_borderline": 2}
     config["evaluate"].update(n_harmful=3, n_task=2, n_borderline=2, max_new_tokens_harmful=4, max_new_tokens_task=2)
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+TINY_METHODS = "none,sft,vaccine,t-vaccine,tv-s30,tv-excl0"
 
 
 def run_study(tmp_path, *args):
@@ -38,7 +41,7 @@ def run_study(tmp_path, *args):
 def test_study_runs_seeds_and_variants_and_summarises(tmp_path):
     config = tiny_study_config(tmp_path / "study.yaml")
     done = run_study(tmp_path, "--config", str(config), "--results", "res", "--out", "out", "--seeds", "1", "2",
-                     "--variant-seeds", "1")
+                     "--variant-seeds", "1", "--methods", TINY_METHODS)
     assert done.returncode == 0, done.stderr[-2000:]
     study = json.loads((tmp_path / "out" / "study.json").read_text())
     seeds = {s["method"]: s["seeds"] for s in study["summary"]}
@@ -60,7 +63,7 @@ def test_study_runs_seeds_and_variants_and_summarises(tmp_path):
     assert all(e["selected"] == [0, 1, 2, 3] for e in history if e["event"] == "draw")
     # Summarising again from the saved runs gives the same numbers.
     again = run_study(tmp_path, "--config", str(config), "--results", "res", "--out", "out2", "--seeds", "1", "2",
-                      "--variant-seeds", "1", "--summarise-only")
+                      "--variant-seeds", "1", "--methods", TINY_METHODS, "--summarise-only")
     assert again.returncode == 0, again.stderr[-2000:]
     assert json.loads((tmp_path / "out2" / "study.json").read_text())["summary"] == study["summary"]
 
@@ -92,14 +95,15 @@ def test_run_config_variants_resolve_to_their_method_and_bad_ones_are_refused():
     from tvaccine.errors import UserError
     from tvaccine.pipeline import Plan
 
-    base = {"model": "tiny-random-llama", "attack": {"n": 10, "max_steps": 1},
+    base = {"model": "tiny-random-llama", "attack": {"n": 10, "train": {"max_steps": 1}},
             "align": {"method_options": {"t-vaccine": {"rho": 3.0},
                                          "tv-small": {"method": "t-vaccine", "rho": 0.5, "exclude_layers": [0]}}}}
     plan = Plan({**base, "methods": ["none", "t-vaccine", "tv-small"]})
     assert plan.base_methods == {"none": "none", "t-vaccine": "t-vaccine", "tv-small": "t-vaccine"}
     spec = plan.align_specs["tv-small"]
-    assert spec.method == "t-vaccine" and spec.train == {"rho": 0.5, "exclude_layers": [0]}
-    assert plan.align_specs["t-vaccine"].train == {"rho": 3.0}
+    assert spec.method == "t-vaccine" and spec.method_options == {"rho": 0.5, "exclude_layers": [0]}
+    assert plan.align_specs["t-vaccine"].method_options == {"rho": 3.0}
+    assert spec.args.rho == 0.5 and spec.args.exclude_layers == [0]
     with pytest.raises(UserError, match="unknown method 'tv-other'.*variant"):
         Plan({**base, "methods": ["tv-other"]})
     with pytest.raises(UserError, match="unknown method 'tv-none'"):
@@ -108,6 +112,13 @@ def test_run_config_variants_resolve_to_their_method_and_bad_ones_are_refused():
         Plan({**base, "methods": ["vaccine"], "align": {"method_options": {"vaccine": {"method": "t-vaccine"}}}})
     with pytest.raises(UserError, match="lists a method twice"):
         Plan({**base, "methods": ["sft", "sft"]})
-    with pytest.raises(UserError, match="unknown option.*for method t-vaccine: wrong"):
+    with pytest.raises(UserError, match="t-vaccine has no option 'wrong'"):
         Plan({**base, "methods": ["tv-bad"], "align": {"method_options": {"tv-bad": {"method": "t-vaccine",
                                                                                      "wrong": 1}}}})
+    # A variant's training arguments go in its own `train`, not among the method's options.
+    plan = Plan({**base, "methods": ["tv-long"], "align": {"train": {"max_steps": 2}, "method_options": {
+        "tv-long": {"method": "t-vaccine", "train": {"max_steps": 8}}}}})
+    assert plan.align_specs["tv-long"].args.max_steps == 8
+    with pytest.raises(UserError, match="max_steps is a training argument: set it in train"):
+        Plan({**base, "methods": ["tv-long"], "align": {"method_options": {"tv-long": {"method": "t-vaccine",
+                                                                                       "max_steps": 8}}}})

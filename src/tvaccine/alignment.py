@@ -1,86 +1,107 @@
 """The alignment recipe: data -> LoRA model -> method trainer -> adapter and the record of the run.
 
-Validation (sources, numbers, output directory) happens before the model is loaded, and all
-outputs are written to ``<out>.partial`` and renamed at the end, so a crash or Ctrl-C never
-leaves something that looks like a finished alignment.
+Everything that needs no model (sources, numbers, the method's config, the output location) is
+checked before the model loads, and outputs go to ``<out>.partial``, renamed at the end (see
+``outputs``), so a crash or Ctrl-C never leaves something that looks like a finished alignment.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import random
-import shutil
+import re
 import time
-from dataclasses import dataclass, field
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
-from tvaccine.data.formatting import TEMPLATES, tokenize_records
-from tvaccine.data.sources import load_source, pick_split
+from tvaccine.config import DEFAULT_SEED, DEFAULT_TEMPLATE, DTYPES, coerce_fields, option, require, training_arguments
+from tvaccine.data.formatting import IGNORE_INDEX, TEMPLATES, tokenize_records
+from tvaccine.data.sources import load_source, pick_split, require_outputs
 from tvaccine.errors import UserError
 from tvaccine.methods import METHODS
-from tvaccine.models import DEFAULT_MODEL, add_lora, find_decoder_layers, load_model, save_adapter
+from tvaccine.models import DEFAULT_MODEL, add_lora, find_decoder_layers, load_model, resolve_model, save_adapter
+from tvaccine.outputs import OutputDir, check_output_path, partial_dir
 from tvaccine.records import environment, write_json
 
 
 @dataclass
 class AlignSpec:
-    """Everything that defines an alignment run; saved next to its adapter."""
+    """Everything that defines an alignment run; saved next to its adapter as ``spec.json``."""
 
-    method: str = "sft"
-    model: str = DEFAULT_MODEL
-    safety_data: str = "builtin:safety@align"
-    benign_data: str | None = "builtin:helpful@train"
-    n_safety: int | None = None  # None: the whole split
-    n_benign: int | None = None  # None: as many as safety samples (or all there are)
-    probe_data: str = "builtin:safety@harmful"
-    template: str = "alpaca"
-    max_length: int = 200
-    lora_r: int = 8
-    lora_alpha: int = 4
-    lora_dropout: float = 0.1
-    lora_targets: list[str] | None = None
-    seed: int = 42
-    dtype: str | None = None
-    trust_remote_code: bool = False
-    allow_pickle: bool = False
-    # Passed to the method's config (TrainingArguments fields and the method's own knobs).
-    train: dict = field(default_factory=dict)
+    method: str = option("sft", "Alignment method.", choices=tuple(METHODS))
+    model: str = option(DEFAULT_MODEL, "Hub id, local directory or .gguf file (the default runs offline).")
+    safety_data: str = option("builtin:safety@align", "Harmful prompts with refusals to align on.", metavar="SOURCE")
+    benign_data: str | None = option("builtin:helpful@train", "Benign instructions mixed in ('' for none): "
+                                     "refusal-only data teaches a small model to refuse everything.", metavar="SOURCE")
+    n_safety: int | None = option(None, "Refusal samples to use (none: the whole split).")
+    n_benign: int | None = option(None, "Benign samples (none: as many as refusal samples).")
+    probe_data: str = option("builtin:safety@harmful", "Harmful prompts with compliant answers, for the methods "
+                             "that read harmful data (T-Vaccine's probe; RepNoise and TAR when the safety data "
+                             "has no compliant answers).", metavar="SOURCE")
+    template: str = option(DEFAULT_TEMPLATE, "Prompt template.", choices=TEMPLATES)
+    max_length: int = option(200, "Tokens per sample (prompt and answer); longer ones are cut.")
+    lora_r: int = option(8, "LoRA rank of the alignment adapter (papers: 8).")
+    # Both reference train.py files take their LoRA branch with alpha 1 in alignment too: no alignment
+    # script passes --benign_dataset, whose default is non-empty (Lslland/T-Vaccine and git-disl/Vaccine
+    # train.py, the LoRA set-up in train(); docs/reference.md). The alpha-4 branch is never run.
+    lora_alpha: float = option(1.0, "LoRA alpha of the alignment adapter (the reference scripts run 1).")
+    lora_dropout: float = option(0.1, "LoRA dropout.")
+    lora_targets: list[str] | None = option(None, "Module names to put LoRA on (none: every projection in the "
+                                            "decoder layers).")
+    seed: int = option(DEFAULT_SEED, "Seed of the data order, the LoRA initialisation and the method's draws.")
+    dtype: str | None = option(None, "Weights' dtype (none: fp32 on CPU, bf16 on GPU).", choices=DTYPES)
+    trust_remote_code: bool = option(False, "Allow custom modeling code from the hub.")
+    allow_pickle: bool = option(False, "Allow pickled .bin weights (loading a pickle can run code).")
+    train: dict = option(factory=dict, help="TrainingArguments fields of the method's config (learning_rate, "
+                         "max_steps, per_device_train_batch_size, ...); unset ones keep its defaults.")
+    method_options: dict = option(factory=dict, help="The method's own options (rho, layers_per_draw, ...). A run "
+                                  "config's align.method_options maps each method or variant to them.")
 
-    def validate(self) -> None:
-        if self.method not in METHODS:
-            raise UserError(f"unknown method {self.method!r}; choose from {', '.join(METHODS)}")
-        if self.template not in TEMPLATES:
-            raise UserError(f"unknown template {self.template!r}; choose from {', '.join(TEMPLATES)}")
-        if self.max_length < 8:
-            raise UserError(f"max length must be >= 8 tokens, got {self.max_length}")
+    def __post_init__(self):
+        coerce_fields(self)
+        require(self.method in METHODS, f"unknown method {self.method!r}; choose from {', '.join(METHODS)}")
+        require(self.template in TEMPLATES, f"unknown template {self.template!r}; choose from {', '.join(TEMPLATES)}")
+        require(self.dtype is None or self.dtype in DTYPES, f"unknown dtype {self.dtype!r}; use {', '.join(DTYPES)}")
+        require(self.max_length >= 8, f"max_length must be >= 8 tokens, got {self.max_length}")
         for name in ("n_safety", "n_benign"):
             value = getattr(self, name)
-            if value is not None and value < 0:
-                raise UserError(f"{name} must be >= 0, got {value}")
+            require(value is None or value >= 0, f"{name} must be >= 0, got {value}")
+        check_lora(self.lora_r, self.lora_alpha, self.lora_dropout)
+        # The method's config is built here, once: a bad knob fails now, not after the model loaded.
+        self._args = training_arguments(METHODS[self.method][0], self.train, self.method_options, self.method,
+                                        seed=self.seed, data_seed=self.seed)
 
-    def method_config(self, output_dir: str):
-        config_class = METHODS[self.method][0]
-        known = {f.name for f in dataclasses.fields(config_class)}
-        unknown = sorted(set(self.train) - known)
-        if unknown:
-            raise UserError(f"unknown option(s) for method {self.method}: {', '.join(unknown)}")
-        return config_class(output_dir=output_dir, seed=self.seed, data_seed=self.seed, **self.train)
+    @property
+    def args(self):
+        """The method's config (TrainingArguments), built from ``train`` and ``method_options``; read only."""
+        return self._args
+
+
+def check_lora(r: int, alpha: float | None, dropout: float) -> None:
+    require(r >= 1, f"lora_r must be >= 1, got {r}")
+    require(alpha is None or alpha > 0, f"lora_alpha must be > 0, got {alpha}")
+    require(0 <= dropout < 1, f"lora_dropout must be in [0, 1), got {dropout}")
 
 
 def alignment_records(spec: AlignSpec) -> list[dict]:
     """Refusals on harmful prompts mixed with benign instructions: refusal-only data teaches a
-    small model to refuse everything (see the calibration notes)."""
+    small model to refuse everything."""
     rng = random.Random(spec.seed)
     # Sources that pair a harmful answer with a refusal (RepNoise / DecodingTrust refusal files) are
     # aligned on the refusal.
     safety = [{**r, "compliance": r["output"], "output": r["refusal"]} if r.get("refusal") else r
               for r in pick_split(load_source(spec.safety_data), "align", "train")]
+    require_outputs(safety, spec.safety_data)
     rng.shuffle(safety)
     safety = safety[:spec.n_safety] if spec.n_safety is not None else safety
     records = list(safety)
     if spec.benign_data:
         benign = list(pick_split(load_source(spec.benign_data), "train"))
+        require_outputs(benign, spec.benign_data)
         rng.shuffle(benign)
         wanted = len(safety) if spec.n_benign is None else spec.n_benign
         if wanted > len(benign):
@@ -102,97 +123,107 @@ def harmful_records_for(kind: str | None, records: list[dict], spec: AlignSpec) 
         paired = [{**r, "output": r["compliance"]} for r in records if r.get("compliance")]
         if paired:
             return paired
-    return list(pick_split(load_source(spec.probe_data), "harmful", "train"))
+    probe = list(pick_split(load_source(spec.probe_data), "harmful", "train"))
+    require_outputs(probe, spec.probe_data)
+    return probe
 
 
-def prepare_output_dir(out: Path, overwrite: bool, spec: dict, resume: bool = False) -> Path:
-    """The work directory ``<out>.partial``: fresh, or (``resume``) the interrupted one, whose spec
-    must be the same as this run's."""
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise UserError(f"output directory {out} exists and is not empty; pass --overwrite to replace it")
-    partial = out.with_name(out.name + ".partial")
-    spec = json.loads(json.dumps(spec, default=str))
-    if resume:
-        if not partial.is_dir() or not any(partial.glob("checkpoint-*")):
-            raise UserError(f"nothing to resume: {partial} holds no checkpoint")
-        saved = json.loads((partial / "spec.json").read_text()) if (partial / "spec.json").is_file() else None
-        if saved != spec:
-            raise UserError(f"cannot resume {partial}: it was started with a different configuration")
-        return partial
-    if partial.exists():
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True)
-    write_json(partial / "spec.json", spec)
-    return partial
+# Third-party warnings about choices this package makes, not the user, matched on their exact text.
+_KNOWN_WARNINGS = ((FutureWarning, "`is_gradient_checkpointing` is deprecated"),
+                   (UserWarning, "'pin_memory' argument is set as true but no accelerator is found"))
 
 
-def shared_work_dir(config, out: Path, overwrite: bool, spec: dict, resume: bool) -> Path:
-    """Under torchrun / accelerate, rank 0 prepares ``<out>.partial`` while the other ranks wait,
-    then every rank trains into it (only rank 0 writes the results)."""
-    with config.main_process_first(local=False, desc="preparing the output directory"):
-        if config.process_index == 0:
-            return prepare_output_dir(out, overwrite, spec, resume)
-    return out.with_name(out.name + ".partial")
+@contextmanager
+def known_warnings_silenced():
+    with warnings.catch_warnings():
+        for category, text in _KNOWN_WARNINGS:
+            warnings.filterwarnings("ignore", message=re.escape(text), category=category)
+        yield
 
 
-def finish_output_dir(partial: Path, out: Path) -> None:
-    for checkpoint in partial.glob("checkpoint-*"):  # only needed to resume; the adapter is saved
-        shutil.rmtree(checkpoint)
-    if out.exists():
-        shutil.rmtree(out)
-    partial.rename(out)
+def numeric_log_lines(trainer) -> None:
+    """The Trainer prints each log as a dict of numbers formatted into quoted strings; print them as
+    one JSON object of numbers instead (4 significant digits), so a log line can be read back."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    def line(logs: dict) -> str:
+        return json.dumps({k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in logs.items()
+                           if k != "total_flos"})
+
+    class Progress(ProgressCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if state.is_world_process_zero and self.training_bar is not None:
+                self.training_bar.write(line(logs))
+
+    class Printer(PrinterCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if state.is_local_process_zero:
+                print(line(logs))
+
+    for stock, readable in ((ProgressCallback, Progress), (PrinterCallback, Printer)):
+        if trainer.pop_callback(stock) is not None:
+            trainer.add_callback(readable)
+
+
+def run_summary(trainer, work: OutputDir) -> dict:
+    """The step count and cost of a (possibly resumed) run: ``steps`` counts the whole run, the timing
+    only the steps this process ran (``timed_steps``)."""
+    costs = trainer.costs()
+    return {**costs, "timed_steps": costs.pop("steps"), "steps": trainer.state.global_step,
+            "resumed_from_step": work.resumed_from}
 
 
 def run_alignment(spec: AlignSpec, out: str | Path, overwrite: bool = False, resume: bool = False, log=print,
                   callbacks=()) -> dict:
     """Align ``spec.model`` with ``spec.method``; returns the run summary written to ``summary.json``."""
     from datasets import Dataset
-    from transformers import set_seed
-    from transformers import DataCollatorForSeq2Seq
+    from transformers import DataCollatorForSeq2Seq, set_seed
 
-    spec.validate()
     out = Path(out)
+    check_output_path(out)
+    resolve_model(spec.model, spec.allow_pickle)  # a wrong model path fails before anything is written
     records = alignment_records(spec)
     trainer_class = METHODS[spec.method][1]
     harmful_records = harmful_records_for(trainer_class.harmful_data, records, spec)
-    config = spec.method_config(str(out))  # validates the method's numbers before the model loads
-    partial = shared_work_dir(config, out, overwrite, dataclasses.asdict(spec), resume)
-    config.output_dir = str(partial)
+    config = copy.copy(spec.args)
+    config.output_dir = str(partial_dir(out))
+    with OutputDir(out, overwrite, resume, dataclasses.asdict(spec), config) as work, known_warnings_silenced():
+        if work.resumed_from is not None:
+            log(f"resuming {out} from step {work.resumed_from} (its last checkpoint)")
+        model, tokenizer = load_model(spec.model, dtype=spec.dtype, trust_remote_code=spec.trust_remote_code,
+                                      allow_pickle=spec.allow_pickle)
+        model.config.use_cache = False
+        num_layers = len(find_decoder_layers(model))
+        tokenized = tokenize_records(records, tokenizer, spec.template, spec.max_length)
+        if not tokenized.examples:
+            raise UserError("no alignment sample has a response token left after truncation; raise max_length")
+        set_seed(spec.seed)  # the fresh LoRA's initialisation is part of the run's seed
+        model = add_lora(model, spec.lora_r, spec.lora_alpha, spec.lora_dropout, spec.lora_targets)
+        extra = {}
+        if harmful_records:
+            harmful = tokenize_records(harmful_records, tokenizer, spec.template, spec.max_length).examples
+            extra["harmful_dataset"] = Dataset.from_list(random.Random(spec.seed).sample(harmful, len(harmful)))
+        collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)
+        trainer = trainer_class(model=model, args=config, train_dataset=Dataset.from_list(tokenized.examples),
+                                data_collator=collator, processing_class=tokenizer, callbacks=list(callbacks), **extra)
+        numeric_log_lines(trainer)
+        log(f"aligning {spec.model} with {spec.method}: {len(tokenized.examples)} samples "
+            f"({tokenized.dropped} dropped by truncation), {num_layers} layers")
+        start = time.perf_counter()
+        trainer.train(resume_from_checkpoint=True if resume else None)
+        wall = time.perf_counter() - start
 
-    model, tokenizer = load_model(spec.model, dtype=spec.dtype, trust_remote_code=spec.trust_remote_code,
-                                  allow_pickle=spec.allow_pickle)
-    model.config.use_cache = False
-    num_layers = len(find_decoder_layers(model))
-    tokenized = tokenize_records(records, tokenizer, spec.template, spec.max_length)
-    if not tokenized.examples:
-        raise UserError("no alignment sample has a response token left after truncation; raise --max-length")
-    set_seed(spec.seed)  # the fresh LoRA's initialisation is part of the run's seed
-    model = add_lora(model, spec.lora_r, spec.lora_alpha, spec.lora_dropout, spec.lora_targets)
-    extra = {}
-    if harmful_records:
-        harmful = tokenize_records(harmful_records, tokenizer, spec.template, spec.max_length).examples
-        extra["harmful_dataset"] = Dataset.from_list(random.Random(spec.seed).sample(harmful, len(harmful)))
-    collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
-    trainer = trainer_class(model=model, args=config, train_dataset=Dataset.from_list(tokenized.examples),
-                            data_collator=collator, processing_class=tokenizer, callbacks=list(callbacks), **extra)
-    log(f"aligning {spec.model} with {spec.method}: {len(tokenized.examples)} samples "
-        f"({tokenized.dropped} dropped by truncation), {num_layers} layers")
-    start = time.perf_counter()
-    trainer.train(resume_from_checkpoint=True if resume else None)
-    wall = time.perf_counter() - start
-
-    summary = {"method": spec.method, "model": spec.model, "samples": len(tokenized.examples),
-               "dropped_by_truncation": tokenized.dropped, "wall_s": wall, "num_layers": num_layers,
-               "final_loss": next((e["loss"] for e in reversed(trainer.state.log_history) if "loss" in e), None),
-               **trainer.costs()}
-    if config.process_index != 0:
-        return summary
-    save_adapter(trainer.model, partial / "adapter", spec.model)
-    write_json(partial / "training_args.json", json.loads(config.to_json_string()))
-    write_json(partial / "train_log.json", trainer.state.log_history)
-    write_json(partial / "environment.json", environment())
-    if hasattr(trainer, "layer_history"):
-        write_json(partial / "layer_history.json", trainer.layer_history)
-    write_json(partial / "summary.json", summary)
-    finish_output_dir(partial, out)
+        summary = {"method": spec.method, "model": spec.model, "samples": len(tokenized.examples),
+                   "dropped_by_truncation": tokenized.dropped, "wall_s": wall, "num_layers": num_layers,
+                   "final_loss": next((e["loss"] for e in reversed(trainer.state.log_history) if "loss" in e), None),
+                   **run_summary(trainer, work)}
+        if not work.writer:
+            return summary
+        save_adapter(trainer.model, work.path / "adapter", spec.model)
+        write_json(work.path / "training_args.json", json.loads(config.to_json_string()))
+        write_json(work.path / "train_log.json", trainer.state.log_history)
+        write_json(work.path / "environment.json", environment())
+        if hasattr(trainer, "layer_history"):
+            write_json(work.path / "layer_history.json", trainer.layer_history)
+        write_json(work.path / "summary.json", summary)
     return summary

@@ -1,92 +1,118 @@
 """The harmful fine-tuning attack: a user fine-tunes the aligned model on task data of which a
 fraction p is harmful. As in the papers, the alignment LoRA is merged first and a fresh LoRA is
-trained with plain SFT."""
+trained with plain SFT, with the papers' fine-tuning hyper-parameters as defaults (``AttackConfig``)."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from tvaccine.alignment import finish_output_dir, shared_work_dir
-from tvaccine.data.formatting import TEMPLATES, tokenize_records
+from tvaccine.alignment import check_lora, known_warnings_silenced, numeric_log_lines, run_summary
+from tvaccine.config import DEFAULT_SEED, DEFAULT_TEMPLATE, DTYPES, coerce_fields, option, require, training_arguments
+from tvaccine.data.formatting import IGNORE_INDEX, TEMPLATES, tokenize_records
 from tvaccine.data.mixture import build_mixture
-from tvaccine.data.sources import load_source, pick_split
+from tvaccine.data.sources import load_source, parse_spec, pick_split
 from tvaccine.errors import UserError
-from tvaccine.evaluation.evaluate import EvalSpec, evaluation_sets
-from tvaccine.evaluation.judges import check_judge
+from tvaccine.evaluation.evaluate import EVAL_HARMFUL, EvalSpec
 from tvaccine.methods import SFTConfig, SFTTrainer
-from tvaccine.models import DEFAULT_MODEL, add_lora, check_adapter, load_adapter, load_model, merge_adapter, save_adapter
+from tvaccine.models import (
+    DEFAULT_MODEL,
+    add_lora,
+    check_adapter,
+    load_adapter,
+    load_model,
+    merge_adapter,
+    resolve_model,
+    save_adapter,
+)
+from tvaccine.outputs import OutputDir, check_output_path, partial_dir
 from tvaccine.records import environment, write_json, write_jsonl
 
 
 @dataclass
+class AttackConfig(SFTConfig):
+    """The attacker's fine-tuning, as in the papers' fine-tuning scripts: lr 1e-5, 20 epochs, batch 10.
+    AdamW with weight decay 0.1 and a cosine schedule warmed up over 10% of the steps are the alignment
+    defaults too (the references use them in every script), inherited from ``AlignmentConfig``."""
+
+    output_dir: str = field(default="runs/attack", metadata={"help": "Where the attack adapter and logs go."})
+    learning_rate: float = field(default=1e-5, metadata={"help": "Attack learning rate (papers: 1e-5)."})
+    num_train_epochs: float = field(default=20.0, metadata={"help": "Epochs over the attack data (papers: 20)."})
+    per_device_train_batch_size: int = field(default=10, metadata={"help": "Micro-batch size (papers: 10)."})
+
+
+@dataclass
 class AttackSpec:
-    """Paper defaults: n=1000, p=0.1, lr 1e-5, 20 epochs, batch 10, cosine, warm-up 0.1, length 200."""
+    """Everything that defines one attack; saved next to its adapter as ``spec.json``."""
 
-    model: str = DEFAULT_MODEL
-    aligned_adapter: str | None = None  # None: attack the non-aligned model
-    task: str = "builtin:sentiment"
-    harmful: str = "builtin:safety@harmful"
-    eval_harmful: str = "builtin:safety@eval"  # checked for overlap with the harmful training prompts
-    n: int = 1000
-    p: float = 0.1
-    learning_rate: float = 1e-5
-    epochs: float = 20.0
-    max_steps: int | None = None
-    batch_size: int = 10
-    warmup_ratio: float = 0.1
-    lr_scheduler: str = "cosine"
-    max_length: int = 200
-    template: str = "alpaca"
-    lora_r: int = 8
-    lora_alpha: int = 4
-    lora_dropout: float = 0.1
-    seed: int = 42
-    dtype: str | None = None
-    use_cpu: bool = False
-    save_steps: int | None = None  # checkpoint every this many steps, so that --resume can continue
-    eval_every: int | None = None  # score the model under attack every this many steps: the HS curve
-    progress_eval: EvalSpec | None = None  # what those evaluations score (a small fixed prompt subset)
-    allow_pickle: bool = False
-    trust_remote_code: bool = False
+    model: str = option(DEFAULT_MODEL, "Hub id, local directory or .gguf file (the default runs offline).")
+    aligned_adapter: str | None = option(None, "The alignment LoRA adapter to merge first (none: attack the "
+                                         "non-aligned model).", flag="adapter", metavar="DIR")
+    task: str = option("builtin:sentiment", "The user's benign fine-tuning task.", metavar="SOURCE")
+    harmful_data: str = option("builtin:safety@harmful", "Harmful prompts with compliant answers mixed into the "
+                               "fine-tuning data.", metavar="SOURCE")
+    eval_harmful: str | None = option(EVAL_HARMFUL, "The harmful evaluation prompts: none of them may be trained on "
+                                      "(checked).", metavar="SOURCE")
+    n: int = option(1000, "Fine-tuning samples (papers: 1000).")
+    p: float = option(0.1, "Harmful ratio: round(p*n) of the n samples are harmful (papers: 0.1).")
+    max_length: int = option(200, "Tokens per sample; longer ones are cut.")
+    template: str = option(DEFAULT_TEMPLATE, "Prompt template.", choices=TEMPLATES)
+    lora_r: int = option(8, "LoRA rank of the attack's fresh adapter (papers: 8).")
+    lora_alpha: float | None = option(None, "LoRA alpha of the attack's adapter (none: the papers' scripts, 0.5 "
+                                      "for a GSM8K task and 1 otherwise).")
+    lora_dropout: float = option(0.1, "LoRA dropout.")
+    seed: int = option(DEFAULT_SEED, "Seed of the mixture, the LoRA initialisation and the data order.")
+    dtype: str | None = option(None, "Weights' dtype (none: fp32 on CPU, bf16 on GPU).", choices=DTYPES)
+    trust_remote_code: bool = option(False, "Allow custom modeling code from the hub.")
+    allow_pickle: bool = option(False, "Allow pickled .bin weights (loading a pickle can run code).")
+    train: dict = option(factory=dict, help="TrainingArguments fields (learning_rate, num_train_epochs, max_steps, "
+                         "per_device_train_batch_size, ...); unset ones keep AttackConfig's (the papers') defaults.")
+    eval_every: int | None = option(None, "Score the model every this many steps (and before the first): the "
+                                    "harmful-score curve of the attack.")
+    progress_eval: EvalSpec | None = option(None, "What those evaluations score (a small fixed subset of prompts).")
 
-    def validate(self) -> None:
-        if not 0 <= self.p <= 1:
-            raise UserError(f"harmful ratio p must be in [0, 1], got {self.p}")
-        if self.n < 1:
-            raise UserError(f"n must be >= 1, got {self.n}")
-        if self.learning_rate <= 0:
-            raise UserError(f"attack learning rate must be > 0, got {self.learning_rate}")
-        if self.batch_size < 1:
-            raise UserError(f"attack batch size must be >= 1, got {self.batch_size}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise UserError(f"attack max steps must be >= 1, got {self.max_steps}")
-        if self.template not in TEMPLATES:
-            raise UserError(f"unknown template {self.template!r}")
-        if self.eval_every is not None:
-            if self.eval_every < 1:
-                raise UserError(f"attack evaluation interval must be >= 1 step, got {self.eval_every}")
-            if not isinstance(self.progress_eval, EvalSpec):
-                raise UserError("evaluating during the attack needs an evaluation spec (progress_eval)")
-            self.progress_eval.validate()
-            evaluation_sets(self.progress_eval)
-            check_judge(self.progress_eval.judge)
+    def __post_init__(self):
+        coerce_fields(self)
+        require(0 <= self.p <= 1, f"harmful ratio p must be in [0, 1], got {self.p}")
+        require(self.n >= 1, f"n must be >= 1, got {self.n}")
+        require(self.max_length >= 8, f"max_length must be >= 8 tokens, got {self.max_length}")
+        require(self.template in TEMPLATES, f"unknown template {self.template!r}; choose from {', '.join(TEMPLATES)}")
+        require(self.dtype is None or self.dtype in DTYPES, f"unknown dtype {self.dtype!r}; use {', '.join(DTYPES)}")
+        check_lora(self.lora_r, self.lora_alpha, self.lora_dropout)
+        require(self.eval_every is None or self.eval_every >= 1,
+                f"the attack's evaluation interval must be >= 1 step, got {self.eval_every}")
+        require((self.eval_every is None) == (self.progress_eval is None),
+                "evaluating during the attack needs both eval_every and progress_eval")
         if self.aligned_adapter:
             check_adapter(self.aligned_adapter)
+        self._args = training_arguments(AttackConfig, self.train, {}, "the attack", seed=self.seed,
+                                        data_seed=self.seed)
+
+    @property
+    def args(self) -> AttackConfig:
+        """The attack's TrainingArguments, built once from ``train``; read only."""
+        return self._args
+
+    def resolved_lora_alpha(self) -> float:
+        """``lora_alpha``, or the papers' rule when it is unset: 0.5 on GSM8K, 1 on every other task."""
+        if self.lora_alpha is not None:
+            return self.lora_alpha
+        return 0.5 if parse_spec(self.task)[0] == "gsm8k" else 1.0
 
 
 def attack_mixture(spec: AttackSpec) -> list[dict]:
     benign = pick_split(load_source(spec.task), "train")
-    harmful = pick_split(load_source(spec.harmful), "harmful", "train")
+    harmful = pick_split(load_source(spec.harmful_data), "harmful", "train")
     eval_prompts = pick_split(load_source(spec.eval_harmful), "eval", "test") if spec.eval_harmful else []
     return build_mixture(benign, harmful, spec.n, spec.p, spec.seed, eval_prompts)
 
 
 def load_aligned(spec: AttackSpec):
     """The model the user receives: base weights with the alignment LoRA merged in."""
-    model, tokenizer = load_model(spec.model, dtype=spec.dtype, device="cpu" if spec.use_cpu else None,
+    model, tokenizer = load_model(spec.model, dtype=spec.dtype, device="cpu" if spec.args.use_cpu else None,
                                   allow_pickle=spec.allow_pickle, trust_remote_code=spec.trust_remote_code)
     if spec.aligned_adapter:
         model = merge_adapter(load_adapter(model, spec.aligned_adapter))
@@ -97,53 +123,55 @@ def run_attack(spec: AttackSpec, out: str | Path, overwrite: bool = False, resum
                log=print):
     """Fine-tune on the mixture; returns ``(model with attack LoRA, tokenizer, summary)``."""
     from datasets import Dataset
-    from transformers import set_seed
-    from transformers import DataCollatorForSeq2Seq
+    from transformers import DataCollatorForSeq2Seq, set_seed
 
-    spec.validate()
     out = Path(out)
+    check_output_path(out)
+    resolve_model(spec.model, spec.allow_pickle)  # a wrong model path fails before anything is written
     mixture = attack_mixture(spec)
-    config = SFTConfig(output_dir=str(out), learning_rate=spec.learning_rate, num_train_epochs=spec.epochs,
-                       max_steps=spec.max_steps or -1, per_device_train_batch_size=spec.batch_size,
-                       warmup_steps=spec.warmup_ratio, lr_scheduler_type=spec.lr_scheduler, weight_decay=0.0,
-                       seed=spec.seed, data_seed=spec.seed, use_cpu=spec.use_cpu,
-                       save_strategy="steps" if spec.save_steps else "no", save_steps=spec.save_steps or 500,
-                       save_total_limit=2)
-    partial = shared_work_dir(config, out, overwrite, dataclasses.asdict(spec), resume)
-    config.output_dir = str(partial)
-    model, tokenizer = load_aligned(spec)
-    model.config.use_cache = False
-    tokenized = tokenize_records(mixture, tokenizer, spec.template, spec.max_length)
-    if not tokenized.examples:
-        raise UserError(f"no attack sample has a response token left within {spec.max_length} tokens; "
-                        "raise max_length")
-    set_seed(spec.seed)  # the fresh LoRA's initialisation is part of the run's seed
-    model = add_lora(model, spec.lora_r, spec.lora_alpha, spec.lora_dropout)
-    trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(tokenized.examples),
-                         data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
-                         processing_class=tokenizer, callbacks=list(callbacks))
     if spec.eval_every:
-        from tvaccine.evaluation.progress import AttackProgressCallback
+        from tvaccine.evaluation.evaluate import evaluation_sets
 
-        # Added after the trainer's own step-time meter, so evaluation time is not counted as step time.
-        trainer.add_callback(AttackProgressCallback(spec.progress_eval, spec.eval_every, partial / "progress",
-                                                    tokenizer, log))
-    harmful_count = sum(r["is_harmful"] for r in mixture)
-    log(f"attacking {spec.aligned_adapter or 'the non-aligned model'}: n={spec.n}, p={spec.p} "
-        f"({harmful_count} harmful), {len(tokenized.examples)} samples kept")
-    start = time.perf_counter()
-    trainer.train(resume_from_checkpoint=True if resume else None)
-    summary = {"n": spec.n, "p": spec.p, "harmful_samples": harmful_count, "samples": len(tokenized.examples),
-               "dropped_by_truncation": tokenized.dropped, "steps": trainer.state.global_step,
-               "wall_s": time.perf_counter() - start, **trainer.costs()}
-    model = trainer.model
-    model.config.use_cache = True
-    if config.process_index != 0:
-        return model, tokenizer, summary
-    save_adapter(model, partial / "adapter", spec.model)
-    write_jsonl(partial / "mixture.jsonl", mixture)
-    write_json(partial / "train_log.json", trainer.state.log_history)
-    write_json(partial / "environment.json", environment())
-    write_json(partial / "summary.json", summary)
-    finish_output_dir(partial, out)
+        evaluation_sets(spec.progress_eval)  # its sources load before the model does
+    config = copy.copy(spec.args)
+    config.output_dir = str(partial_dir(out))
+    with OutputDir(out, overwrite, resume, dataclasses.asdict(spec), config) as work, known_warnings_silenced():
+        if work.resumed_from is not None:
+            log(f"resuming {out} from step {work.resumed_from} (its last checkpoint)")
+        model, tokenizer = load_aligned(spec)
+        model.config.use_cache = False
+        tokenized = tokenize_records(mixture, tokenizer, spec.template, spec.max_length)
+        if not tokenized.examples:
+            raise UserError(f"no attack sample has a response token left within {spec.max_length} tokens; "
+                            "raise max_length")
+        set_seed(spec.seed)  # the fresh LoRA's initialisation is part of the run's seed
+        model = add_lora(model, spec.lora_r, spec.resolved_lora_alpha(), spec.lora_dropout)
+        trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(tokenized.examples),
+                             data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True,
+                                                                  label_pad_token_id=IGNORE_INDEX),
+                             processing_class=tokenizer, callbacks=list(callbacks))
+        numeric_log_lines(trainer)
+        if spec.eval_every:
+            from tvaccine.evaluation.progress import AttackProgressCallback
+
+            # Added after the trainer's own step-time meter, so evaluation time is not counted as step time.
+            trainer.add_callback(AttackProgressCallback(spec.progress_eval, spec.eval_every, work.path / "progress",
+                                                        tokenizer, log))
+        harmful_count = sum(r["is_harmful"] for r in mixture)
+        log(f"attacking {spec.aligned_adapter or 'the non-aligned model'}: n={spec.n}, p={spec.p} "
+            f"({harmful_count} harmful), {len(tokenized.examples)} samples kept")
+        start = time.perf_counter()
+        trainer.train(resume_from_checkpoint=True if resume else None)
+        summary = {"n": spec.n, "p": spec.p, "harmful_samples": harmful_count, "samples": len(tokenized.examples),
+                   "dropped_by_truncation": tokenized.dropped, "lora_alpha": spec.resolved_lora_alpha(),
+                   "wall_s": time.perf_counter() - start, **run_summary(trainer, work)}
+        model = trainer.model
+        model.config.use_cache = True
+        if not work.writer:
+            return model, tokenizer, summary
+        save_adapter(model, work.path / "adapter", spec.model)
+        write_jsonl(work.path / "mixture.jsonl", mixture)
+        write_json(work.path / "train_log.json", trainer.state.log_history)
+        write_json(work.path / "environment.json", environment())
+        write_json(work.path / "summary.json", summary)
     return model, tokenizer, summary

@@ -1,51 +1,285 @@
-"""The ``tvaccine`` command. Sub-commands only parse, validate and call into the package."""
+"""The ``tvaccine`` command. Sub-commands only parse, validate and call into the package.
+
+The options of ``align``, ``attack`` and ``evaluate`` are generated from the spec dataclasses and the
+TrainingArguments subclasses, the way TRL builds its parsers: each default and help text exists once,
+in its field. Only the chosen sub-command's options are built, and the heavy modules are imported
+only then, so ``tvaccine --help`` answers at once.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
 from pathlib import Path
 
-import yaml
+from tvaccine.errors import Interrupted, UserError
 
-from tvaccine.errors import UserError
+DESCRIPTION = ("Alignment-stage defenses against harmful fine-tuning: align a model with one of the methods "
+               "sft, vaccine, t-vaccine, repnoise or tar, attack it by fine-tuning on partly harmful data, and "
+               "measure its harmful score, fine-tune accuracy and over-refusal.")
+_UNSET = object()  # a TrainingArguments default that means "not used" (max_steps, save_steps)
+
+# Options that were renamed, per sub-command: the old name gets a one-line error naming the new one.
+RENAMED_FLAGS = {
+    "align": {"--lr": "--learning-rate", "--epochs": "--num-train-epochs",
+              "--batch-size": "--per-device-train-batch-size", "--grad-accum": "--gradient-accumulation-steps",
+              "--data": "--safety-data", "--benign": "--benign-data", "--harmful": "--probe-data",
+              "--tau": "--perturbation-interval", "--cpu": "--use-cpu"},
+    "attack": {"--lr": "--learning-rate", "--epochs": "--num-train-epochs",
+               "--batch-size": "--per-device-train-batch-size", "--harmful": "--harmful-data", "--cpu": "--use-cpu",
+               "--eval-every": "--progress-every", "--eval-n-harmful": "--progress-n-harmful",
+               "--eval-n-task": "--progress-n-task", "--eval-n-borderline": "--progress-n-borderline",
+               "--eval-max-new-tokens": "--max-new-tokens-harmful",
+               "--eval-max-new-tokens-task": "--max-new-tokens-task"},
+    "evaluate": {"--harmful": "--eval-harmful"},
+    "layers": {"--harmful": "--probe-data"},
+}
+
+# TrainingArguments fields with an option of their own in `align` and `attack` (any other is --set
+# KEY=VALUE), with a help text where the field's own does not fit this package's use of it.
+TRAIN_OPTIONS = {
+    "learning_rate": None, "num_train_epochs": None, "per_device_train_batch_size": None,
+    "max_steps": "Stop after this many optimizer steps (>= 1; unset: num_train_epochs decides).",
+    "gradient_accumulation_steps": "Micro-batches per optimizer step.",
+    "lr_scheduler_type": None, "warmup_steps": None, "weight_decay": None,
+    "save_steps": "Checkpoint every this many steps, so that --resume can continue an interrupted run "
+                  "(unset: no checkpoints).",
+    "use_cpu": "Train on the CPU even if a GPU is present.",
+}
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
+class _Parser(argparse.ArgumentParser):
+    """Usage errors on one line, like every other error of this command."""
+
+    def error(self, message):
+        self.exit(2, f"tvaccine: error: {message} (see {self.prog} --help)\n")
 
 
-def _add_model_args(parser: argparse.ArgumentParser) -> None:
+class _Renamed(argparse.Action):
+    def __init__(self, option_strings, dest, new: str, **kwargs):
+        super().__init__(option_strings, dest, nargs="?", help=argparse.SUPPRESS, **kwargs)
+        self.new = new
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error(f"{option_string} was renamed {self.new}")
+
+
+# ------------------------------------------------------------------------------------------- options
+
+def _shown(value) -> str:
+    if value is _UNSET:
+        return "unset"
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value)) or "none"
+    return str(value) or "''"
+
+
+def _parse_as(hint):
+    """An argparse ``type``: the text coerced by the field's type, as a YAML value would be."""
+    from tvaccine.config import coerce
+
+    def parse(text: str):
+        try:
+            return coerce(text, hint, "", text=True)
+        except UserError as exc:
+            raise argparse.ArgumentTypeError(str(exc).removeprefix(": ")) from None
+
+    return parse
+
+
+def _add_option(parser, flag: str, dest: str, hint, help: str, shown: str, metadata=None) -> None:
+    """One option for one dataclass field, with its help, its shown default and its type. Unless given,
+    the option leaves ``args`` alone, so the field's own default applies."""
+    import typing
+
+    from tvaccine.config import admits_list
+
+    metadata = metadata or {}
+    kwargs = {"dest": dest, "default": argparse.SUPPRESS, "help": f"{help} (default: {shown})"}
+    members = [m for m in typing.get_args(hint) if m is not type(None)] or [hint]
+    if members == [bool]:
+        parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
+        return
+    if admits_list(hint):
+        item = next((typing.get_args(m)[0] for m in members if typing.get_args(m)), str)
+        kwargs.update(nargs="+", type=_parse_as(item))
+    else:
+        kwargs["type"] = _parse_as(hint)
+    if metadata.get("choices"):
+        kwargs["choices"] = metadata["choices"]
+    else:
+        kwargs["metavar"] = metadata.get("metavar") or {int: "INT", float: "FLOAT"}.get(members[0], "TEXT")
+    parser.add_argument(flag, **kwargs)
+
+
+def _add_fields(parser, cls, kind: str, skip=(), only=None, prefix: str = "") -> None:
+    """An option per field of the dataclass ``cls``; parsed values land in ``args`` as ``<kind>:<field>``."""
+    from tvaccine.config import field_default, init_fields, type_hints
+
+    hints = type_hints(cls)
+    for field in init_fields(cls):
+        if field.name in skip or (only is not None and field.name not in only):
+            continue
+        flag = "--" + field.metadata.get("flag", prefix + field.name).replace("_", "-")
+        _add_option(parser, flag, f"{kind}:{field.name}", hints[field.name], field.metadata.get("help", ""),
+                    _shown(field_default(cls, field.name)), field.metadata)
+
+
+def _add_training_options(parser, config_class) -> None:
+    from tvaccine.config import field_default, type_hints
+
+    group = parser.add_argument_group("training (TrainingArguments; any other field: --set KEY=VALUE)")
+    hints = type_hints(config_class)
+    fields = {f.name: f for f in dataclasses.fields(config_class)}
+    for name, help in TRAIN_OPTIONS.items():
+        default = _UNSET if name in ("max_steps", "save_steps") else field_default(config_class, name)
+        text = help or fields[name].metadata.get("help", "").split(". ")[0].rstrip(".") + "."
+        _add_option(group, _flag(name), f"train:{name}", hints[name], text, _shown(default))
+
+
+def _add_method_options(parser) -> None:
+    """The methods' own knobs (from their config dataclasses), each marked with the methods it applies to."""
+    from tvaccine.config import field_default, method_option_names, type_hints
+    from tvaccine.methods import METHODS
+
+    group = parser.add_argument_group("method options (each applies to the methods in brackets)")
+    owners: dict[str, list[str]] = {}
+    for method, (config_class, _) in METHODS.items():
+        for name in method_option_names(config_class):
+            owners.setdefault(name, []).append(method)
+    for name, methods in owners.items():
+        config_class = METHODS[methods[0]][0]
+        field = next(f for f in dataclasses.fields(config_class) if f.name == name)
+        defaults = {m: _shown(field_default(METHODS[m][0], name)) for m in methods}
+        shown = next(iter(defaults.values())) if len(set(defaults.values())) == 1 else \
+            ", ".join(f"{m} {d}" for m, d in defaults.items())
+        _add_option(group, _flag(name), f"knob:{name}", type_hints(config_class)[name],
+                    f"[{', '.join(methods)}] {field.metadata.get('help', '')}", shown)
+
+
+def _add_model_options(parser) -> None:
+    from tvaccine.config import DTYPES
     from tvaccine.models import DEFAULT_MODEL
 
     parser.add_argument("--model", default=DEFAULT_MODEL,
-                        help=f"hub id, local directory or .gguf file (default: {DEFAULT_MODEL}, offline)")
-    parser.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], help="default: fp32 on CPU, bf16 on GPU")
-    parser.add_argument("--trust-remote-code", action="store_true", help="allow custom modeling code from the hub")
-    parser.add_argument("--allow-pickle", action="store_true", help="allow pickled .bin weights (can run code)")
+                        help=f"Hub id, local directory or .gguf file (default: {DEFAULT_MODEL}, runs offline)")
+    parser.add_argument("--dtype", choices=DTYPES, help="Weights' dtype (default: fp32 on CPU, bf16 on GPU)")
+    parser.add_argument("--trust-remote-code", action="store_true", help="Allow custom modeling code from the hub")
+    parser.add_argument("--allow-pickle", action="store_true", help="Allow pickled .bin weights (can run code)")
 
 
-def _load(args, adapter: str | None = None):
-    from tvaccine.models import check_adapter, load_adapter, load_model
+def _add_output_options(parser, what: str, resume: bool = False, default: str | None = None) -> None:
+    parser.add_argument("--out", required=default is None, default=default,
+                        help=f"Output folder ({what})" + (f" (default: {default})" if default else ""))
+    parser.add_argument("--overwrite", action="store_true", help="Replace an existing output folder")
+    if resume:
+        parser.add_argument("--resume", action="store_true",
+                            help="Continue an interrupted run from its last checkpoint (see --save-steps)")
 
-    if adapter:
-        check_adapter(adapter)  # fail on a wrong path before the model loads
+
+def _add_set_option(parser, what: str) -> None:
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
+                        help=f"Any other field of {what}, coerced by its type, e.g. --set weight_decay=0.01 "
+                             "--set exclude_layers=0,1 (repeatable; default: none)")
+
+
+def _positive_int(limit: int | None = None):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < 1 or (limit is not None and value > limit):
+            raise argparse.ArgumentTypeError(f"expected an integer in [1, {limit}], got {value}" if limit else
+                                             f"expected an integer >= 1, got {value}")
+        return value
+
+    return parse
+
+
+def _given(args, kind: str) -> dict:
+    prefix = f"{kind}:"
+    return {key[len(prefix):]: value for key, value in vars(args).items() if key.startswith(prefix)}
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _route_assignments(assignments: list[str], config_class, label: str, train: dict, options: dict | None) -> None:
+    """``--set KEY=VALUE``: a method option (into ``options``) or a TrainingArguments field (into ``train``)."""
+    from transformers import TrainingArguments
+
+    from tvaccine.config import RENAMED, coerce, init_fields, method_option_names, parse_assignments, type_hints
+
+    own = method_option_names(config_class) if options is not None else []
+    base = [f.name for f in init_fields(TrainingArguments)]
+    hints = type_hints(config_class)
+    for key, text in parse_assignments(assignments).items():
+        renamed = RENAMED["train"].get(key) or RENAMED["method_options"].get(key)
+        if renamed:
+            raise UserError(f"--set {key} was renamed: use --set {renamed}=...")
+        if key not in own and key not in base:
+            import difflib
+
+            close = difflib.get_close_matches(key, [*own, *base], n=1)
+            raise UserError(f"--set {key}: not a training argument or an option of {label}"
+                            + (f"; did you mean {close[0]}?" if close else ""))
+        target = options if key in own else train
+        if key in target:
+            raise UserError(f"{key} is given twice: as {_flag(key)} and with --set")
+        target[key] = coerce(text, hints[key], f"--set {key}", text=True)
+
+
+def _load_merged(args, *adapters: str | None):
+    """The model with each given adapter merged in, in order (the alignment's, then the attack's)."""
+    from tvaccine.models import load_adapter, load_model, merge_adapter
+
     model, tokenizer = load_model(args.model, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
                                   allow_pickle=args.allow_pickle)
-    if adapter:
-        model = load_adapter(model, adapter)
+    for adapter in adapters:
+        if adapter:
+            model = merge_adapter(load_adapter(model, adapter))
     return model, tokenizer
 
 
+def _check_model_inputs(args, *adapters: str | None) -> None:
+    """What can be checked of the model and adapters without loading them, before anything is written."""
+    from tvaccine.models import check_adapter, resolve_model
+
+    resolve_model(args.model, args.allow_pickle)
+    for adapter in adapters:
+        if adapter:
+            check_adapter(adapter)
+
+
 # ------------------------------------------------------------------------------------------- generate
+
+def _generate_options(p) -> None:
+    from tvaccine.config import DEFAULT_TEMPLATE
+    from tvaccine.data.formatting import TEMPLATES
+    from tvaccine.evaluation.evaluate import MAX_NEW_TOKENS
+
+    p.add_argument("prompt", nargs="*", help="Prompt(s) to answer")
+    p.add_argument("--prompts-file", help="A UTF-8 text file with one prompt per line (default: none)")
+    p.add_argument("--adapter", help="A LoRA adapter folder to apply (default: none)")
+    p.add_argument("--template", choices=TEMPLATES, default=DEFAULT_TEMPLATE,
+                   help=f"Prompt template (default: {DEFAULT_TEMPLATE})")
+    p.add_argument("--max-new-tokens", type=_positive_int(MAX_NEW_TOKENS), default=128, metavar="INT",
+                   help=f"Tokens per answer, at most {MAX_NEW_TOKENS} (default: 128)")
+    p.add_argument("--batch-size", type=_positive_int(), default=8, metavar="INT",
+                   help="Prompts answered at once (default: 8)")
+    _add_model_options(p)
+
 
 def cmd_generate(args) -> None:
     from tvaccine.evaluation.generation import generate_answers
@@ -55,19 +289,34 @@ def cmd_generate(args) -> None:
         path = Path(args.prompts_file)
         if not path.is_file():
             raise UserError(f"prompts file not found: {path}")
-        prompts += [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as exc:
+            raise UserError(f"prompts file {path} is not UTF-8 text (byte {exc.start})") from None
+        from_file = [line.strip() for line in lines if line.strip()]
+        if not from_file:
+            raise UserError(f"prompts file {path} holds no prompt (every line is empty)")
+        prompts += from_file
     if not prompts:
         raise UserError("no prompt given: pass one as an argument or use --prompts-file")
+    _check_model_inputs(args, args.adapter)
     start = time.perf_counter()
-    model, tokenizer = _load(args, args.adapter)
+    model, tokenizer = _load_merged(args, args.adapter)
     print(f"[model loaded in {time.perf_counter() - start:.1f} s]", file=sys.stderr)
     answers = generate_answers(model, tokenizer, [{"instruction": p} for p in prompts], args.template,
-                               args.max_new_tokens, args.batch_size, progress=None if len(prompts) == 1 else "generating")
+                               args.max_new_tokens, args.batch_size,
+                               progress=None if len(prompts) == 1 else "generating")
     for prompt, answer in zip(prompts, answers):
         print(answer if len(prompts) == 1 else f"### {prompt}\n{answer}\n")
 
 
 # ------------------------------------------------------------------------------------------- data
+
+def _data_options(p) -> None:
+    p.add_argument("action", choices=["list", "show"], help="List the sources, or show one")
+    p.add_argument("source", nargs="?", help="Source spec: name[:path][@split]")
+    p.add_argument("--n", type=_positive_int(), default=2, metavar="INT", help="Examples to print (default: 2)")
+
 
 def cmd_data(args) -> None:
     from tvaccine.data.formatting import format_prompt
@@ -90,61 +339,72 @@ def cmd_data(args) -> None:
     first_split = next(iter(source.splits.values()))
     for record in first_split[:args.n]:
         print("-" * 60)
-        print(format_prompt(record, template="alpaca") + record.get("output", ""))
+        print(format_prompt(record, template="alpaca") + (record.get("output") or ""))
 
 
 # ------------------------------------------------------------------------------------------- align
 
-_METHOD_OPTIONS = {  # CLI flag -> config field, for the method knobs
-    "rho": "rho", "tau": "perturbation_interval", "layers_per_draw": "layers_per_draw",
-    "resample_every": "resample_every", "probe_every": "probe_every", "probe_samples": "probe_samples",
-    "probability_temperature": "probability_temperature",
-}
+def _align_options(p) -> None:
+    from tvaccine.alignment import AlignSpec
+    from tvaccine.methods.base import AlignmentConfig
+
+    _add_output_options(p, "adapter, logs, costs", resume=True)
+    _add_fields(p.add_argument_group("alignment"), AlignSpec, "spec", skip=("train", "method_options"))
+    _add_training_options(p, AlignmentConfig)
+    _add_method_options(p)
+    _add_set_option(p, "the method's config (a training argument or a method option)")
 
 
 def cmd_align(args) -> None:
     from tvaccine.alignment import AlignSpec, run_alignment
+    from tvaccine.config import field_default, method_option_names
+    from tvaccine.methods import METHODS
 
-    train = {"learning_rate": args.lr, "per_device_train_batch_size": args.batch_size,
-             "gradient_accumulation_steps": args.grad_accum, "num_train_epochs": args.epochs,
-             "use_cpu": args.cpu}
-    if args.max_steps:
-        train["max_steps"] = args.max_steps
-    if args.save_steps:
-        train.update(save_strategy="steps", save_steps=args.save_steps, save_total_limit=2)
-    if args.method not in ("vaccine", "t-vaccine") and any(getattr(args, f) is not None for f in _METHOD_OPTIONS):
-        raise UserError(f"--rho/--tau/--layers-per-draw/... do not apply to --method {args.method}")
-    for flag, name in _METHOD_OPTIONS.items():
-        if getattr(args, flag) is not None:
-            if args.method == "vaccine" and flag not in ("rho", "tau"):
-                raise UserError(f"--{flag.replace('_', '-')} applies to --method t-vaccine only")
-            train[name] = getattr(args, flag)
-    for item in args.set or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UserError(f"--set expects key=value, got {item!r}")
-        train[key.strip().replace("-", "_")] = yaml.safe_load(value)
-    spec = AlignSpec(method=args.method, model=args.model, safety_data=args.data, benign_data=args.benign or None,
-                     n_safety=args.n_safety, n_benign=args.n_benign, probe_data=args.harmful,
-                     template=args.template, max_length=args.max_length, lora_r=args.lora_r,
-                     lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, seed=args.seed, dtype=args.dtype,
-                     trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle, train=train)
-    summary = run_alignment(spec, args.out, overwrite=args.overwrite, resume=args.resume)
+    spec = _given(args, "spec")
+    method = spec.get("method", field_default(AlignSpec, "method"))
+    config_class = METHODS[method][0]
+    train, options = _given(args, "train"), _given(args, "knob")
+    foreign = [name for name in options if name not in method_option_names(config_class)]
+    if foreign:
+        raise UserError(f"{_flag(foreign[0])} does not apply to --method {method}")
+    _route_assignments(args.set, config_class, method, train, options)
+    summary = run_alignment(AlignSpec(**spec, train=train, method_options=options), args.out,
+                            overwrite=args.overwrite, resume=args.resume)
     print(json.dumps(summary, indent=2))
 
 
 # ------------------------------------------------------------------------------------------- layers
 
+def _layers_options(p) -> None:
+    from tvaccine.config import DEFAULT_TEMPLATE
+    from tvaccine.data.formatting import TEMPLATES
+
+    _add_output_options(p, "layer_norms.json and layer_norms.png", default="runs/layers")
+    p.add_argument("--probe-data", default="builtin:safety@harmful", metavar="SOURCE",
+                   help="Harmful prompts with compliant answers to probe with (default: builtin:safety@harmful)")
+    p.add_argument("--adapter", help="Probe an aligned model: its LoRA adapter folder (default: none)")
+    p.add_argument("--samples", type=_positive_int(), default=64, metavar="INT",
+                   help="Harmful samples in the probe (default: 64)")
+    p.add_argument("--batch-size", type=_positive_int(), default=8, metavar="INT",
+                   help="Samples per backward pass (default: 8)")
+    p.add_argument("--template", choices=TEMPLATES, default=DEFAULT_TEMPLATE,
+                   help=f"Prompt template (default: {DEFAULT_TEMPLATE})")
+    p.add_argument("--max-length", type=_positive_int(), default=200, metavar="INT",
+                   help="Tokens per sample (default: 200)")
+    _add_model_options(p)
+
+
 def cmd_layers(args) -> None:
     from tvaccine.data.sources import load_source, pick_split
     from tvaccine.layer_report import probe_layers
+    from tvaccine.outputs import OutputDir
 
-    records = pick_split(load_source(args.harmful), "harmful", "train")  # validated before the model loads
-    if (Path(args.out) / "layer_norms.json").exists() and not args.overwrite:
-        raise UserError(f"{args.out} already holds a layer probe; pass --overwrite to replace it")
-    model, tokenizer = _load(args, args.adapter)
-    result = probe_layers(model, tokenizer, records, args.harmful, args.samples, args.batch_size, args.template,
-                          args.max_length, Path(args.out))
+    records = pick_split(load_source(args.probe_data), "harmful", "train")  # checked before the model loads
+    _check_model_inputs(args, args.adapter)
+    with OutputDir(args.out, overwrite=args.overwrite) as work:
+        model, tokenizer = _load_merged(args, args.adapter)
+        result = probe_layers(model, tokenizer, records, args.probe_data, args.samples, args.batch_size,
+                              args.template, args.max_length, work.path)
     for index, (norm, prob) in enumerate(zip(result["norms"], result["probabilities"])):
         print(f"layer {index:3d}  ||dL_harm/dh|| = {norm:10.4f}  p = {prob:.3f}  {'#' * round(prob * 100)}")
     print(f"saved {args.out}/layer_norms.json and {args.out}/layer_norms.png")
@@ -152,86 +412,139 @@ def cmd_layers(args) -> None:
 
 # ------------------------------------------------------------------------------------------- attack
 
-def cmd_attack(args) -> None:
-    from tvaccine.attack import AttackSpec, run_attack
+def _attack_options(p) -> None:
+    from tvaccine.attack import AttackConfig, AttackSpec
     from tvaccine.evaluation.evaluate import EvalSpec
     from tvaccine.evaluation.progress import ProgressSpec
 
-    progress_eval = None
-    if args.eval_every:
-        progress = ProgressSpec(every=args.eval_every, n_harmful=args.eval_n_harmful, n_task=args.eval_n_task,
-                                n_borderline=args.eval_n_borderline)
-        progress.validate()
-        progress_eval = progress.eval_spec(EvalSpec(
-            harmful=args.eval_harmful or "builtin:safety@eval", task=args.task, judge=args.judge,
-            template=args.template, max_new_tokens_harmful=args.eval_max_new_tokens,
-            max_new_tokens_task=args.eval_max_new_tokens_task))
-    spec = AttackSpec(model=args.model, aligned_adapter=args.adapter, task=args.task, harmful=args.harmful,
-                      eval_harmful=args.eval_harmful or None, n=args.n, p=args.p, learning_rate=args.lr,
-                      epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size,
-                      max_length=args.max_length, template=args.template, seed=args.seed, dtype=args.dtype,
-                      use_cpu=args.cpu, save_steps=args.save_steps or None, allow_pickle=args.allow_pickle,
-                      trust_remote_code=args.trust_remote_code, eval_every=args.eval_every, progress_eval=progress_eval)
-    _, _, summary = run_attack(spec, args.out, overwrite=args.overwrite, resume=args.resume)
+    _add_output_options(p, "attack adapter, mixture, logs", resume=True)
+    _add_fields(p.add_argument_group("attack"), AttackSpec, "spec", skip=("train", "eval_every", "progress_eval"))
+    _add_training_options(p, AttackConfig)
+    group = p.add_argument_group("progress evaluation: score the model every --progress-every steps (its HS curve)")
+    _add_fields(group, ProgressSpec, "progress", prefix="progress_")
+    _add_fields(group, EvalSpec, "eval", only=("borderline", "judge", "max_new_tokens_harmful", "max_new_tokens_task"))
+    _add_set_option(p, "AttackConfig (a training argument)")
+
+
+def cmd_attack(args) -> None:
+    from tvaccine.attack import AttackConfig, AttackSpec, run_attack
+    from tvaccine.config import field_default
+    from tvaccine.evaluation.evaluate import EvalSpec
+    from tvaccine.evaluation.judges import check_judge
+    from tvaccine.evaluation.progress import ProgressSpec
+
+    spec, train = _given(args, "spec"), _given(args, "train")
+    _route_assignments(args.set, AttackConfig, "the attack", train, None)
+    schedule, scoring = _given(args, "progress"), _given(args, "eval")
+    progress = {}
+    if "every" in schedule:
+        base = {"task": spec.get("task", field_default(AttackSpec, "task")), **scoring}
+        if spec.get("eval_harmful"):
+            base["eval_harmful"] = spec["eval_harmful"]
+        if "template" in spec:
+            base["template"] = spec["template"]
+        plan = ProgressSpec(**schedule)
+        progress = {"eval_every": plan.every, "progress_eval": plan.eval_spec(EvalSpec(**base))}
+        check_judge(progress["progress_eval"].judge)
+    elif schedule or scoring:
+        name = next(iter(schedule)) if schedule else next(iter(scoring))
+        flag = _flag(("progress_" if schedule else "") + name)
+        raise UserError(f"{flag} sets the progress evaluation, which needs --progress-every N")
+    attack = AttackSpec(**spec, train=train, **progress)
+    _, _, summary = run_attack(attack, args.out, overwrite=args.overwrite, resume=args.resume)
     print(json.dumps(summary, indent=2))
 
 
 # ------------------------------------------------------------------------------------------- evaluate
 
+def _evaluate_options(p) -> None:
+    from tvaccine.evaluation.evaluate import EvalSpec
+
+    _add_output_options(p, "generations, verdicts, scores")
+    p.add_argument("--adapter", help="The alignment adapter, merged first (default: none)")
+    p.add_argument("--attack-adapter", help="The attack adapter, merged on top (default: none)")
+    p.add_argument("--rescore", action="store_true", help="Re-judge the generations saved in --out (only --judge "
+                                                          "may change)")
+    _add_fields(p.add_argument_group("evaluation"), EvalSpec, "eval")
+    _add_model_options(p)
+
+
 def cmd_evaluate(args) -> None:
-    from tvaccine.attack import AttackSpec, load_aligned
+    from tvaccine.config import field_default
     from tvaccine.evaluation.evaluate import EvalSpec, evaluate, evaluation_sets, score_generations
     from tvaccine.evaluation.judges import check_judge
-    from tvaccine.models import check_adapter, load_adapter, merge_adapter
+    from tvaccine.outputs import OutputDir
 
-    spec = EvalSpec(harmful=args.harmful, task=args.task or None, borderline=args.borderline or None,
-                    n_harmful=args.n_harmful, n_task=args.n_task, n_borderline=args.n_borderline,
-                    judge=args.judge, template=args.template, max_new_tokens_harmful=args.max_new_tokens_harmful,
-                    max_new_tokens_task=args.max_new_tokens_task, batch_size=args.batch_size)
+    values = _given(args, "eval")
     out = Path(args.out)
     if args.rescore:
+        changed = sorted(set(values) - {"judge"})
+        if changed:
+            raise UserError(f"--rescore re-judges the saved answers under their own settings; {_flag(changed[0])} "
+                            "cannot change them (only --judge can)")
         saved = out / "eval_spec.json"
         if not (out / "generations_harmful.jsonl").is_file() or not saved.is_file():
             raise UserError(f"{out} holds no saved generations to re-score")
-        # Re-judge what was generated, under the settings it was generated with; only the judge changes.
-        check_judge(args.judge)
-        spec = EvalSpec(**{**json.loads(saved.read_text()), "judge": args.judge})
+        stored = json.loads(saved.read_text())
+        if "harmful" in stored:  # written before the field was named eval_harmful
+            stored["eval_harmful"] = stored.pop("harmful")
+        spec = EvalSpec(**{**stored, "judge": values.get("judge", field_default(EvalSpec, "judge"))})
+        check_judge(spec.judge)
         scores = score_generations(out, spec)
     else:
-        spec.validate()
+        spec = EvalSpec(**values)
         evaluation_sets(spec)
         check_judge(spec.judge)
-        if args.attack_adapter:
-            check_adapter(args.attack_adapter)
-        if (out / "scores.json").exists() and not args.overwrite:
-            raise UserError(f"{out} already holds scores; pass --overwrite, or --rescore to re-judge saved answers")
-        model, tokenizer = load_aligned(AttackSpec(model=args.model, aligned_adapter=args.adapter, dtype=args.dtype,
-                                                   allow_pickle=args.allow_pickle,
-                                                   trust_remote_code=args.trust_remote_code))
-        if args.attack_adapter:
-            model = merge_adapter(load_adapter(model, args.attack_adapter))
-        scores = evaluate(model, tokenizer, spec, out)
+        _check_model_inputs(args, args.adapter, args.attack_adapter)
+        with OutputDir(out, overwrite=args.overwrite) as work:
+            model, tokenizer = _load_merged(args, args.adapter, args.attack_adapter)
+            scores = evaluate(model, tokenizer, spec, work.path)
     print(json.dumps(scores, indent=2))
 
 
 # ------------------------------------------------------------------------------------------- run / report
 
+def _run_options(p) -> None:
+    from tvaccine.config import PRESETS
+
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--preset", choices=PRESETS, help="A built-in run config (default: cpu)")
+    group.add_argument("--config", help="A YAML run config, like the presets in src/tvaccine/presets (default: none)")
+    p.add_argument("--results", help="Results folder; a rerun reuses its finished stages (default: results/<name>)")
+    p.add_argument("--methods", help="Comma-separated methods to run instead of the config's; stages already in "
+                                     "--results are reused (default: the config's)")
+    p.add_argument("--seed", type=int, metavar="INT", help="Replaces the config's seed; results then go to "
+                                                           "results/<name>-seed<N> (default: the config's)")
+
+
 def cmd_run(args) -> None:
-    from tvaccine.pipeline import load_config, load_results, run_experiment
+    from tvaccine.config import load_config
+    from tvaccine.pipeline import Plan, load_results, run_experiment
     from tvaccine.report import write_report
 
     config = load_config(args.preset, args.config)
-    if args.methods:
-        config["methods"] = [m.strip() for m in args.methods.split(",") if m.strip()]
-    name = config.get("name", args.preset or "run")
+    methods = None
+    if args.methods is not None:
+        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+        if not methods:
+            raise UserError("--methods is empty: name at least one method, e.g. --methods sft,vaccine")
     if args.seed is not None:
         config["seed"] = args.seed
-        name = f"{name}-seed{args.seed}"  # never replaces another seed's results by default
-    results = Path(args.results or f"results/{name}")
+    plan = Plan(config, methods)
+    # Another seed's results are never replaced by default.
+    results = Path(args.results or f"results/{plan.name}" + (f"-seed{args.seed}" if args.seed is not None else ""))
     start = time.perf_counter()
-    run_experiment(config, results)
+    try:
+        run_experiment(plan, results)
+    except KeyboardInterrupt as exc:
+        raise Interrupted(f"finished stages are kept in {results}: rerun the same command to continue with the "
+                          "rest") from exc
     print(write_report(results, load_results(results)))
     print(f"\nreport: {results / 'report.md'} (wall time {(time.perf_counter() - start) / 60:.1f} min)")
+
+
+def _report_options(p) -> None:
+    p.add_argument("results", help="A `tvaccine run` results folder")
 
 
 def cmd_report(args) -> None:
@@ -244,149 +557,39 @@ def cmd_report(args) -> None:
 
 # ------------------------------------------------------------------------------------------- parser
 
-def build_parser() -> argparse.ArgumentParser:
-    from tvaccine.data.formatting import TEMPLATES
-    from tvaccine.methods import METHODS
+COMMANDS = {
+    "generate": ("answer prompts with a model (and optional adapter)", _generate_options, cmd_generate),
+    "data": ("list data sources, or show one: tvaccine data show builtin:safety", _data_options, cmd_data),
+    "align": ("align a model with sft, vaccine, t-vaccine, repnoise or tar (LoRA)", _align_options, cmd_align),
+    "layers": ("probe which layers are safety-critical (harmful-gradient norms)", _layers_options, cmd_layers),
+    "attack": ("harmful fine-tuning attack on an aligned (or non-aligned) model", _attack_options, cmd_attack),
+    "evaluate": ("harmful score, fine-tune accuracy and over-refusal of a model", _evaluate_options, cmd_evaluate),
+    "run": ("the whole experiment (align, attack, evaluate, report); default preset cpu", _run_options, cmd_run),
+    "report": ("table and plots from a results folder", _report_options, cmd_report),
+}
 
-    parser = argparse.ArgumentParser(prog="tvaccine", description="Alignment-stage defenses against harmful "
-                                     "fine-tuning: align (SFT/Vaccine/T-Vaccine), attack, evaluate, report.")
-    sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("generate", help="answer prompts with a model (and optional adapter)")
-    p.add_argument("prompt", nargs="*", help="prompt(s) to answer")
-    p.add_argument("--prompts-file", help="a text file with one prompt per line")
-    p.add_argument("--adapter", help="a LoRA adapter directory to apply")
-    p.add_argument("--template", choices=TEMPLATES, default="alpaca")
-    p.add_argument("--max-new-tokens", type=_positive_int, default=128)
-    p.add_argument("--batch-size", type=_positive_int, default=8)
-    _add_model_args(p)
-    p.set_defaults(func=cmd_generate)
-
-    p = sub.add_parser("data", help="list data sources, or show one: tvaccine data show builtin:safety")
-    p.add_argument("action", choices=["list", "show"])
-    p.add_argument("source", nargs="?", help="source spec: name[:path][@split]")
-    p.add_argument("--n", type=int, default=2, help="formatted examples to print")
-    p.set_defaults(func=cmd_data)
-
-    p = sub.add_parser("align", help="align a model with SFT, Vaccine or T-Vaccine (LoRA)")
-    p.add_argument("--method", choices=list(METHODS), default="sft")
-    p.add_argument("--out", required=True, help="output directory (adapter, logs, costs)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
-    p.add_argument("--save-steps", type=int, default=50, help="checkpoint every N steps (0: never)")
-    p.add_argument("--data", default="builtin:safety@align", help="harmful prompts with refusals")
-    p.add_argument("--benign", default="builtin:helpful@train", help="benign instructions mixed in ('' for none)")
-    p.add_argument("--n-safety", type=int, help="cap on refusal samples (default: all)")
-    p.add_argument("--n-benign", type=int, help="benign samples (default: as many as refusal samples)")
-    p.add_argument("--harmful", default="builtin:safety@harmful", help="T-Vaccine's harmful probe data")
-    p.add_argument("--template", choices=TEMPLATES, default="alpaca")
-    p.add_argument("--max-length", type=int, default=200)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--epochs", type=float, default=1.0)
-    p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
-    p.add_argument("--batch-size", type=_positive_int, default=8)
-    p.add_argument("--grad-accum", type=_positive_int, default=1)
-    p.add_argument("--lora-r", type=int, default=8)
-    p.add_argument("--lora-alpha", type=int, default=4)
-    p.add_argument("--lora-dropout", type=float, default=0.1)
-    p.add_argument("--rho", type=float, help="perturbation budget (Vaccine 2, T-Vaccine 3)")
-    p.add_argument("--tau", type=int, help="accelerated Vaccine: new perturbation every tau micro-batches")
-    p.add_argument("--layers-per-draw", type=int, help="T-Vaccine S (default 8, or depth/4 if < 32 layers)")
-    p.add_argument("--resample-every", type=int, help="T-Vaccine J (default 20)")
-    p.add_argument("--probe-every", type=int, help="T-Vaccine K (default 200)")
-    p.add_argument("--probe-samples", type=int, help="T-Vaccine probe size (default 200)")
-    p.add_argument("--probability-temperature", type=float, help="non-paper variant: p ~ s^(1/T)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="any other field of the method's config, e.g. --set alpha=0.2 (RepNoise), "
-                        "--set tamper_weight=4 (TAR), --set warmup_steps=0.1")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--cpu", action="store_true", help="train on the CPU even if a GPU is present")
-    _add_model_args(p)
-    p.set_defaults(func=cmd_align)
-
-    p = sub.add_parser("layers", help="probe which layers are safety-critical (harmful-gradient norms)")
-    p.add_argument("--harmful", default="builtin:safety@harmful")
-    p.add_argument("--adapter", help="probe an aligned model: its LoRA adapter directory")
-    p.add_argument("--samples", type=_positive_int, default=64)
-    p.add_argument("--batch-size", type=_positive_int, default=8)
-    p.add_argument("--template", choices=TEMPLATES, default="alpaca")
-    p.add_argument("--max-length", type=_positive_int, default=200)
-    p.add_argument("--out", default="runs/layers")
-    p.add_argument("--overwrite", action="store_true")
-    _add_model_args(p)
-    p.set_defaults(func=cmd_layers)
-
-    p = sub.add_parser("attack", help="harmful fine-tuning attack on an aligned (or non-aligned) model")
-    p.add_argument("--adapter", help="the alignment LoRA adapter to merge first (omit: non-aligned model)")
-    p.add_argument("--out", required=True)
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted attack from its last checkpoint")
-    p.add_argument("--save-steps", type=int, default=50, help="checkpoint every N steps (0: never)")
-    p.add_argument("--task", default="builtin:sentiment", help="the user's benign task data")
-    p.add_argument("--harmful", default="builtin:safety@harmful", help="harmful prompt + compliant answer data")
-    p.add_argument("--eval-harmful", default="builtin:safety@eval", help="HS prompts that must not be trained on")
-    p.add_argument("--n", type=_positive_int, default=1000)
-    p.add_argument("--p", type=float, default=0.1, help="harmful ratio")
-    p.add_argument("--lr", type=float, default=1e-5)
-    p.add_argument("--epochs", type=float, default=20.0)
-    p.add_argument("--max-steps", type=int)
-    p.add_argument("--batch-size", type=_positive_int, default=10)
-    p.add_argument("--max-length", type=_positive_int, default=200)
-    p.add_argument("--template", choices=TEMPLATES, default="alpaca")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--cpu", action="store_true")
-    p.add_argument("--eval-every", type=_positive_int,
-                   help="score HS / over-refusal / FA every N steps (and before the first) on a fixed subset")
-    p.add_argument("--eval-n-harmful", type=int, default=32, help="harmful prompts per progress evaluation")
-    p.add_argument("--eval-n-task", type=int, default=16, help="task prompts per progress evaluation (0: no FA)")
-    p.add_argument("--eval-n-borderline", type=int, default=16, help="borderline prompts (0: no over-refusal)")
-    p.add_argument("--eval-max-new-tokens", type=_positive_int, default=64, help="tokens per harmful answer")
-    p.add_argument("--eval-max-new-tokens-task", type=_positive_int, default=200, help="tokens per task answer")
-    p.add_argument("--judge", default="refusal", help="judge of the progress evaluations")
-    _add_model_args(p)
-    p.set_defaults(func=cmd_attack)
-
-    p = sub.add_parser("evaluate", help="harmful score, fine-tune accuracy and over-refusal of a model")
-    p.add_argument("--adapter", help="alignment adapter (merged first)")
-    p.add_argument("--attack-adapter", help="attack adapter applied on top")
-    p.add_argument("--out", required=True)
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--rescore", action="store_true", help="re-judge the generations saved in --out")
-    p.add_argument("--harmful", default="builtin:safety@eval")
-    p.add_argument("--task", default="builtin:sentiment", help="'' to skip fine-tune accuracy")
-    p.add_argument("--borderline", default="builtin:borderline", help="'' to skip over-refusal")
-    p.add_argument("--n-harmful", type=int, default=500)
-    p.add_argument("--n-task", type=int, default=500)
-    p.add_argument("--n-borderline", type=int, default=100)
-    p.add_argument("--judge", default="refusal", help="refusal | beaver-dam[:path] | llama-guard[:id] | hf:<id>")
-    p.add_argument("--template", choices=TEMPLATES, default="alpaca")
-    p.add_argument("--max-new-tokens-harmful", type=_positive_int, default=128)
-    p.add_argument("--max-new-tokens-task", type=_positive_int, default=200)
-    p.add_argument("--batch-size", type=_positive_int, default=16)
-    _add_model_args(p)
-    p.set_defaults(func=cmd_evaluate)
-
-    p = sub.add_parser("run", help="the whole experiment (align, attack, evaluate, report); default preset cpu")
-    group = p.add_mutually_exclusive_group()
-    group.add_argument("--preset", choices=["smoke", "cpu", "paper"])
-    group.add_argument("--config", help="a YAML run config")
-    p.add_argument("--results", help="results directory (default results/<name>); reruns reuse finished stages")
-    p.add_argument("--methods", help="the full comma-separated method list instead of the config's; stages "
-                                     "already in --results are reused (so listing two more runs only those)")
-    p.add_argument("--seed", type=int, help="replaces the config's seed (default results: results/<name>-seed<N>)")
-    p.set_defaults(func=cmd_run)
-
-    p = sub.add_parser("report", help="table and plots from a results directory")
-    p.add_argument("results")
-    p.set_defaults(func=cmd_report)
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser. With ``only``, the options of that sub-command alone are built ("": none), so the
+    others import nothing."""
+    parser = _Parser(prog="tvaccine", description=DESCRIPTION, allow_abbrev=False)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (help, add_options, run) in COMMANDS.items():
+        p = sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".", allow_abbrev=False)
+        p.set_defaults(func=run)
+        if only is None or only == name:
+            add_options(p)
+            for old, new in RENAMED_FLAGS.get(name, {}).items():
+                p.add_argument(old, action=_Renamed, new=new, dest=f"renamed:{old}")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), "")
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse already printed a one-line usage error; its code is 2
+        args = build_parser(command if command in COMMANDS else "").parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error already printed on one line
         return int(exc.code or 0)
     try:
         args.func(args)
@@ -396,10 +599,10 @@ def main(argv: list[str] | None = None) -> int:
     except FloatingPointError as exc:
         print(f"tvaccine: training diverged: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("tvaccine: interrupted; finished outputs are intact, unfinished ones were not written "
-              "(rerun the same command with --resume to continue from the last checkpoint, "
-              "or without it to start over)", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        hint = exc.hint if isinstance(exc, Interrupted) else "finished outputs are intact, unfinished ones were " \
+                                                             "not written"
+        print(f"tvaccine: interrupted: {hint}", file=sys.stderr)
         return 130
     return 0
 

@@ -29,8 +29,60 @@ ADAPTER_META = "tvaccine_adapter.json"
 
 
 def cache_dir() -> Path:
-    """Where de-quantized GGUF models are kept (``$TVACCINE_CACHE`` or ``~/.cache/tvaccine``)."""
-    return Path(os.environ.get("TVACCINE_CACHE", Path.home() / ".cache" / "tvaccine"))
+    """Where de-quantized GGUF models are kept (``$TVACCINE_CACHE`` or ``~/.cache/tvaccine``), created
+    here so that a cache path that cannot be a folder fails before any model is read."""
+    path = Path(os.environ.get("TVACCINE_CACHE") or Path.home() / ".cache" / "tvaccine").expanduser()
+    if path.exists() and not path.is_dir():
+        raise UserError(f"the cache folder {path} (TVACCINE_CACHE) is a file; set TVACCINE_CACHE to a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create the cache folder {path} (TVACCINE_CACHE): {e.strerror or e}") from None
+    return path
+
+
+def _first_line(exc: BaseException) -> str:
+    """An exception's message on one line: its first line, and the next one when the first only
+    introduces it (``Error(s) in loading state_dict ...:``)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+    text = " ".join(lines[:2]) if lines[0].endswith(":") else lines[0]
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def check_safetensors(path: Path) -> None:
+    """Read a safetensors header (memory-mapped, no tensor is loaded): it is where a truncated,
+    empty or overwritten file shows, with a message that names the file instead of a traceback."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            handle.keys()
+    except Exception as e:  # noqa: BLE001 - SafetensorError is not exported under a stable name
+        raise UserError(f"{path}: not a readable safetensors file ({_first_line(e)}); it may be truncated or "
+                        "corrupted") from None
+
+
+def read_json_object(path: Path) -> dict:
+    """A JSON file that must hold one object, or one line naming the file and what is wrong."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: cannot read ({_first_line(e)})") from None
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a JSON object, got a {type(data).__name__}")
+    return data
+
+
+def check_model_dir(directory: Path) -> None:
+    """The files of a model directory that fail with a traceback deep inside transformers when broken."""
+    for name in ("config.json", "generation_config.json", "tokenizer_config.json",
+                 "model.safetensors.index.json"):
+        if (directory / name).is_file():
+            read_json_object(directory / name)
+    for weights in sorted(directory.glob("*.safetensors")):
+        check_safetensors(weights)
 
 
 def default_gguf_path() -> Path:
@@ -174,12 +226,14 @@ def load_model(spec: str = DEFAULT_MODEL, dtype: str | torch.dtype | None = None
     dtype = parse_dtype(dtype) or default_dtype(device)
     if kind == "gguf":
         where = _materialise_gguf(Path(where), trust_remote_code)
+    if kind != "hub":
+        check_model_dir(Path(where))
     try:
         tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype, trust_remote_code=trust_remote_code,
                                                      use_safetensors=None if allow_pickle else True)
     except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = _first_line(exc)
         hint = " (offline? set HF_TOKEN for gated models, or pass a local directory or .gguf file)" \
             if kind == "hub" else ""
         raise UserError(f"could not load model {spec!r}: {first}{hint}") from exc
@@ -271,9 +325,9 @@ def default_lora_targets(model: nn.Module) -> list[str]:
     return sorted(names)
 
 
-def add_lora(model: nn.Module, r: int = 8, alpha: int = 4, dropout: float = 0.1,
+def add_lora(model: nn.Module, r: int = 8, alpha: float = 1.0, dropout: float = 0.1,
              targets: list[str] | None = None):
-    """Wrap ``model`` with a fresh trainable LoRA adapter (the papers: r=8, alpha=4)."""
+    """Wrap ``model`` with a fresh trainable LoRA adapter (the reference scripts: r=8, alpha=1, dropout 0.1)."""
     from peft import LoraConfig, get_peft_model
 
     if r < 1:
@@ -309,8 +363,12 @@ def check_adapter(directory: str | Path, model: nn.Module | None = None) -> dict
         raise UserError(f"{directory} is not a LoRA adapter directory (no adapter_config.json)")
     if not (directory / "adapter_model.safetensors").is_file():
         raise UserError(f"{directory} has no adapter_model.safetensors (pickled adapters are not loaded)")
+    config = read_json_object(directory / "adapter_config.json")
+    if not isinstance(config.get("peft_type"), str):
+        raise UserError(f"{directory / 'adapter_config.json'}: no 'peft_type'; is it a PEFT adapter config?")
+    check_safetensors(directory / "adapter_model.safetensors")
     meta_path = directory / ADAPTER_META
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    meta = read_json_object(meta_path) if meta_path.is_file() else {}
     if model is not None and meta:
         expected = _model_signature(model)
         for key, value in expected.items():
@@ -324,7 +382,10 @@ def load_adapter(model: nn.Module, directory: str | Path, trainable: bool = Fals
     from peft import PeftModel
 
     check_adapter(directory, model)
-    return PeftModel.from_pretrained(model, str(directory), is_trainable=trainable)
+    try:
+        return PeftModel.from_pretrained(model, str(directory), is_trainable=trainable)
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:  # a config value or a shape that does not fit
+        raise UserError(f"could not load the adapter {directory}: {type(e).__name__}: {_first_line(e)}") from None
 
 
 def merge_adapter(model: nn.Module) -> nn.Module:

@@ -14,139 +14,185 @@ import json
 import multiprocessing
 import shutil
 import time
-from importlib import resources
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from tvaccine.alignment import AlignSpec, run_alignment
-from tvaccine.attack import AttackSpec, attack_mixture, load_aligned, run_attack
+from tvaccine.attack import AttackConfig, AttackSpec, attack_mixture, load_aligned, run_attack
+from tvaccine.config import (
+    DEFAULT_SEED,
+    admits_list,
+    build_spec,
+    coerce,
+    coerce_fields,
+    field_default,
+    option,
+    require,
+    type_hints,
+)
 from tvaccine.errors import UserError
 from tvaccine.evaluation.evaluate import EvalSpec, evaluate, evaluation_sets
 from tvaccine.evaluation.judges import check_judge
 from tvaccine.evaluation.progress import ProgressSpec, read_curve
 from tvaccine.evaluation.robustness import summarize
 from tvaccine.methods import METHODS
-from tvaccine.models import merge_adapter
+from tvaccine.models import DEFAULT_MODEL, merge_adapter, resolve_model
+from tvaccine.outputs import OutputLock, check_output_path
 from tvaccine.records import environment, read_jsonl, write_json, write_jsonl, write_text
 
 NON_ALIGNED = "none"
-PRESETS = ("smoke", "cpu", "paper")
 
 
-def load_config(preset: str | None = None, path: str | None = None) -> dict:
-    if path:
-        file = Path(path)
-        if not file.is_file():
-            raise UserError(f"config file not found: {path}")
-        try:
-            config = yaml.safe_load(file.read_text())
-        except yaml.YAMLError as exc:
-            raise UserError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    else:
-        preset = preset or "cpu"
-        if preset not in PRESETS:
-            raise UserError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
-        config = yaml.safe_load((resources.files("tvaccine") / "presets" / f"{preset}.yaml").read_text())
-    if not isinstance(config, dict):
-        raise UserError(f"{path or preset}: the config must be a mapping")
-    return config
+@dataclass
+class RunConfig:
+    """The top level of a run config (a preset, or the YAML file of ``tvaccine run --config``)."""
 
+    name: str = option("run", "The run's name: its results go to results/<name> unless --results says otherwise.")
+    model: str = option(DEFAULT_MODEL, "The model every method aligns and every attack fine-tunes.")
+    seed: int = option(DEFAULT_SEED, "The seed of every stage.")
+    methods: list[str] = option(factory=lambda: [NON_ALIGNED, "sft", "vaccine", "t-vaccine"],
+                                help="Methods to compare, 'none' for the non-aligned model, or variants named in "
+                                     "align.method_options.")
+    evaluate_before_attack: bool = option(False, "Also evaluate each aligned model before the attack.")
+    isolate_alignment: bool = option(True, "Align each method in its own process, so its peak memory is its own.")
+    align: dict = option(factory=dict, help="AlignSpec fields; method_options maps each method or variant to "
+                         "its options (a variant adds `method: <method>` and may add its own `train`).")
+    attack: dict = option(factory=dict, help="AttackSpec fields; a list where the field holds one value is a "
+                          "sweep (also inside attack.train).")
+    evaluate: dict = option(factory=dict, help="EvalSpec fields of the evaluation after each attack.")
+    progress: dict | None = option(None, "ProgressSpec fields: score every attack along the way (its HS curve).")
 
-def _dataclass_from(cls, values: dict, where: str):
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise UserError(f"unknown field(s) in {where}: {', '.join(unknown)}")
-    return cls(**values)
+    def __post_init__(self):
+        coerce_fields(self)
+        require(self.methods, "methods is empty: list at least one method, e.g. [sft]")
+        require(len(set(self.methods)) == len(self.methods), "the run config lists a method twice")
 
 
 class Plan:
-    """The resolved, validated experiment: built completely before any model is loaded."""
+    """The resolved experiment, every spec built and validated once before any model is loaded.
 
-    def __init__(self, config: dict):
-        config = copy.deepcopy(config)
-        known = {"name", "model", "seed", "methods", "align", "attack", "evaluate", "evaluate_before_attack",
-                 "isolate_alignment", "progress"}
-        unknown = sorted(set(config) - known)
-        if unknown:
-            raise UserError(f"unknown top-level field(s) in the run config: {', '.join(unknown)}")
-        self.config = config
-        self.model = config.get("model", "smollm2-135m-instruct")
-        self.seed = int(config.get("seed", 42))
-        self.methods = config.get("methods", [NON_ALIGNED, "sft", "vaccine", "t-vaccine"])
-        align = dict(config.get("align", {}))
-        options = align.pop("method_options", {})
-        # A label that is not a method names a variant: `method_options: {tv-s15: {method: t-vaccine, ...}}`.
-        self.base_methods = {}
-        for method in self.methods:
-            named = options.get(method, {}).get("method")
-            if method in METHODS and named not in (None, method):
-                raise UserError(f"method_options.{method}.method: {method!r} is a method itself; "
-                                f"name the variant differently")
-            base = method if method in METHODS or method == NON_ALIGNED else named
-            if base not in METHODS and not (method == NON_ALIGNED and base == NON_ALIGNED):
-                raise UserError(f"unknown method {method!r} in the run config; choose from "
-                                f"{', '.join([NON_ALIGNED, *METHODS])}, or define it as a variant in "
-                                f"align.method_options with a `method:` key")
-            self.base_methods[method] = base
-        if len(set(self.methods)) != len(self.methods):
-            raise UserError("the run config lists a method twice")
-        self.evaluate_before_attack = bool(config.get("evaluate_before_attack", False))
+    ``methods`` replaces the config's list (``tvaccine run --methods``); entries of
+    ``align.method_options`` must name a method of the config's own list, so a typo is an error.
+    """
+
+    def __init__(self, config: dict, methods: list[str] | None = None):
+        run = build_spec(RunConfig, copy.deepcopy(config), "the run config")
+        listed = run.methods
+        if methods is not None:
+            run = dataclasses.replace(run, methods=methods)
+        self.config = {**copy.deepcopy(config), "methods": run.methods}
+        self.name, self.model, self.seed, self.methods = run.name, run.model, run.seed, run.methods
+        self.evaluate_before_attack = run.evaluate_before_attack
         # One process per alignment makes each method's peak memory its own; a smoke run on a tiny
         # model can skip the process start-up (its memory column is then the run's running peak).
-        self.isolate_alignment = bool(config.get("isolate_alignment", True))
-        self.align_specs = {}
-        for method in self.methods:
-            if method == NON_ALIGNED:
-                continue
-            own = {k: v for k, v in options.get(method, {}).items() if k != "method"}
-            train = {**align.get("train", {}), **own}
-            spec = _dataclass_from(AlignSpec, {**align, "train": train, "method": self.base_methods[method],
-                                               "model": self.model, "seed": self.seed}, "align")
-            spec.validate()
-            spec.method_config("/tmp/unused")  # validates the method's options now
-            self.align_specs[method] = spec
-        attack = dict(config.get("attack", {}))
-        for key in ("eval_every", "progress_eval"):
-            if key in attack:
-                raise UserError(f"attack.{key}: set the attack-progress evaluation in the top-level `progress` section")
-        self.progress = None
-        if config.get("progress") is not None:
-            if not isinstance(config["progress"], dict):
-                raise UserError("`progress` must be a mapping (every, n_harmful, n_task, n_borderline)")
-            self.progress = _dataclass_from(ProgressSpec, config["progress"], "progress")
-            self.progress.validate()
-        sweep = {k: v for k, v in attack.items() if isinstance(v, list)}
-        self.settings = []
-        for values in itertools.product(*sweep.values()) if sweep else [()]:
-            setting = {**attack, **dict(zip(sweep, values))}
-            spec = _dataclass_from(AttackSpec, {**setting, "model": self.model, "seed": self.seed}, "attack")
-            spec.validate()
-            self.settings.append(spec)
-        self.eval_spec = _dataclass_from(EvalSpec, {**config.get("evaluate", {})}, "evaluate")
-        self.eval_spec.validate()
+        self.isolate_alignment = run.isolate_alignment
+        resolve_model(self.model)  # a wrong model path fails now
+        self.base_methods, self.align_specs = self._align_specs(run.align, listed)
+        self.eval_spec = build_spec(EvalSpec, run.evaluate, "evaluate")
+        self.progress = build_spec(ProgressSpec, run.progress, "progress") if run.progress is not None else None
+        self.settings = self._attack_settings(run.attack)
+        for task in dict.fromkeys(spec.task for spec in self.settings):
+            evaluation_sets(self.eval_spec_for(task))  # every evaluation source loads
         for spec in self.settings:
-            # The harmful prompts that are scored must not be trained on.
-            spec.eval_harmful = self.eval_spec.harmful
-            if self.progress:
-                spec.eval_every = self.progress.every
-                # A subset of the evaluation below: its sources, sizes and judge are checked there.
-                spec.progress_eval = self.progress.eval_spec(self.eval_spec_for(spec))
-            evaluation_sets(self.eval_spec_for(spec))  # every evaluation source loads
             attack_mixture(spec)  # counts, ratios and train/eval overlap are checked now
         check_judge(self.eval_spec.judge)
 
-    def eval_spec_for(self, attack: AttackSpec) -> EvalSpec:
+    def _align_specs(self, align: dict, listed: list[str]) -> tuple[dict, dict]:
+        align = dict(align)
+        for key in ("method", "model", "seed"):
+            require(key not in align, f"align.{key}: set {'methods' if key == 'method' else key} at the top level "
+                                      "of the run config")
+        options = align.pop("method_options", {})
+        require(isinstance(options, dict), f"align.method_options: expected a mapping of method -> options, got "
+                                           f"{options!r}")
+        shared_train = align.pop("train", {})
+        require(isinstance(shared_train, dict), f"align.train: expected a mapping of TrainingArguments fields, got "
+                                                f"{shared_train!r}")
+        base_methods = {label: self._base_method(label, options.get(label)) for label in self.methods}
+        for label, entry in options.items():
+            require(label in listed or label in self.methods,
+                    f"align.method_options.{label}: {label!r} is not among the methods ({', '.join(listed)})")
+            require(isinstance(entry, dict), f"align.method_options.{label}: expected a mapping of {label}'s "
+                                             f"options, got {entry!r}")
+        specs = {}
+        # Every entry is built, so a bad value of a method left out by --methods is an error too.
+        for label in dict.fromkeys([*self.methods, *options]):
+            entry = dict(options.get(label, {}))
+            base = base_methods.get(label) or self._base_method(label, entry)
+            if base == NON_ALIGNED:
+                require(not entry, f"align.method_options.{label}: the non-aligned model has no options")
+                continue
+            entry.pop("method", None)
+            train = entry.pop("train", {})
+            require(isinstance(train, dict), f"align.method_options.{label}.train: expected a mapping, got {train!r}")
+            spec = build_spec(AlignSpec, {**align, "method": base, "model": self.model, "seed": self.seed,
+                                          "train": {**shared_train, **train}, "method_options": entry},
+                              f"align ({label})")
+            if label in self.methods:
+                specs[label] = spec
+        return base_methods, specs
+
+    @staticmethod
+    def _base_method(label: str, entry) -> str:
+        """The method a label runs: itself, or for a variant (``tv-s15: {method: t-vaccine, ...}``) its ``method``."""
+        named = entry.get("method") if isinstance(entry, dict) else None
+        if label in METHODS and named not in (None, label):
+            raise UserError(f"align.method_options.{label}.method: {label!r} is a method itself; name the "
+                            "variant differently")
+        base = label if label in METHODS or label == NON_ALIGNED else named
+        if base not in METHODS and not (label == NON_ALIGNED and base == NON_ALIGNED):
+            raise UserError(f"unknown method {label!r} in the run config; choose from "
+                            f"{', '.join([NON_ALIGNED, *METHODS])}, or define it as a variant in "
+                            "align.method_options with a `method:` key")
+        return base
+
+    def _attack_settings(self, attack: dict) -> list[AttackSpec]:
+        """One AttackSpec per point of the sweep: a list in a field that holds one value (``p: [0.1, 0.5]``,
+        also inside ``train``) is swept over."""
+        attack = copy.deepcopy(attack)
+        for key, where in (("eval_harmful", "evaluate.eval_harmful"), ("eval_every", "progress.every"),
+                           ("progress_eval", "the top-level progress section"), ("model", "model at the top level"),
+                           ("seed", "seed at the top level")):
+            require(key not in attack, f"attack.{key}: set {where} instead (it is the same for every attack)")
+        train = attack.get("train", {})
+        require(isinstance(train, dict), f"attack.train: expected a mapping of TrainingArguments fields, got {train!r}")
+        hints, train_hints = type_hints(AttackSpec), type_hints(AttackConfig)
+        axes = [((key,), value) for key, value in attack.items()
+                if key in hints and isinstance(value, list) and not admits_list(hints[key])]
+        axes += [(("train", key), value) for key, value in train.items()
+                 if key in train_hints and isinstance(value, list) and not admits_list(train_hints[key])]
+        for path, values in axes:
+            require(values, f"attack.{'.'.join(path)}: an empty list sweeps over nothing; give one value or several")
+        settings = []
+        for point in itertools.product(*(values for _, values in axes)):
+            setting = copy.deepcopy(attack)
+            for (*parents, key), value in zip((path for path, _ in axes), point):
+                target = setting
+                for parent in parents:
+                    target = target[parent]
+                target[key] = value
+            task = coerce(setting.get("task", field_default(AttackSpec, "task")), str, "attack.task")
+            progress = {}
+            if self.progress:
+                progress = {"eval_every": self.progress.every,
+                            "progress_eval": self.progress.eval_spec(self.eval_spec_for(task))}
+            settings.append(build_spec(AttackSpec, {**setting, "model": self.model, "seed": self.seed,
+                                                    "eval_harmful": self.eval_spec.eval_harmful, **progress},
+                                       "attack"))
+        return settings
+
+    def eval_spec_for(self, task: str) -> EvalSpec:
         """Fine-tune accuracy is measured on the task the attack fine-tuned on, unless the config
         names an evaluation task."""
-        return dataclasses.replace(self.eval_spec, task=self.eval_spec.task or attack.task)
+        return self.eval_spec if self.eval_spec.task else dataclasses.replace(self.eval_spec, task=task)
 
     @staticmethod
     def setting_name(spec: AttackSpec) -> str:
         task = spec.task.split(":")[-1].split("@")[0].split("/")[-1]
-        return (f"{task}_p{spec.p:g}_n{spec.n}_lr{spec.learning_rate:g}_"
-                f"steps{spec.max_steps or f'{spec.epochs:g}ep'}")
+        steps = spec.args.max_steps if spec.args.max_steps > 0 else f"{spec.args.num_train_epochs:g}ep"
+        return f"{task}_p{spec.p:g}_n{spec.n}_lr{spec.args.learning_rate:g}_steps{steps}"
 
 
 def _same_spec(directory: Path, spec: dict, marker: str) -> bool:
@@ -169,20 +215,24 @@ def _location_free(spec: dict) -> dict:
 
 def _align_in_subprocess(spec: AlignSpec, out: Path) -> None:
     """Each alignment in its own process: peak memory is then that method's own, not the maximum
-    over everything this run did before."""
+    over everything this run did before. A configuration the child refuses comes back as its message."""
     context = multiprocessing.get_context("spawn")
     import torch
 
-    process = context.Process(target=_align_child, args=(spec, str(out), torch.get_num_threads()))
+    refusal, report = context.Pipe(duplex=False)
+    process = context.Process(target=_align_child, args=(spec, str(out), torch.get_num_threads(), report))
     process.start()
+    report.close()
     process.join()
     if process.exitcode == 2:
-        raise UserError(f"alignment with {spec.method} refused its configuration (message above)")
+        raise UserError(refusal.recv() if refusal.poll() else f"alignment with {spec.method} refused its configuration")
+    if process.exitcode == 130:
+        raise KeyboardInterrupt
     if process.exitcode != 0:
         raise RuntimeError(f"alignment with {spec.method} failed (exit code {process.exitcode}); see the log above")
 
 
-def _align_child(spec: AlignSpec, out: str, threads: int) -> None:
+def _align_child(spec: AlignSpec, out: str, threads: int, report) -> None:
     import sys
 
     import torch
@@ -191,13 +241,30 @@ def _align_child(spec: AlignSpec, out: str, threads: int) -> None:
     try:
         run_alignment(spec, out, overwrite=True)
     except UserError as exc:
-        print(f"tvaccine: error: {exc}", file=sys.stderr)
+        report.send(str(exc))
         sys.exit(2)
+    except KeyboardInterrupt:  # the parent got the same Ctrl-C and says what was kept
+        sys.exit(130)
 
 
-def run_experiment(config: dict, results: str | Path, log=print) -> list[dict]:
-    plan = Plan(config)
+def run_experiment(plan: Plan, results: str | Path, log=print) -> list[dict]:
+    """Every stage of ``plan`` into ``results``, reusing the stages already there. A second run into the
+    same folder is refused; a folder this run created is removed again if nothing in it finished."""
     results = Path(results)
+    check_output_path(results)
+    created = not results.exists()
+    with OutputLock(results) as lock:
+        try:
+            return _run_stages(plan, results, log)
+        except BaseException:
+            if created and not any(results.rglob("summary.json")) and not any(results.rglob("scores.json")):
+                shutil.rmtree(results, ignore_errors=True)
+                lock.release()
+                lock.remove_made_folders()
+            raise
+
+
+def _run_stages(plan: Plan, results: Path, log) -> list[dict]:
     results.mkdir(parents=True, exist_ok=True)
     write_text(results / "run_config.yaml", yaml.safe_dump(plan.config, sort_keys=False))
     write_json(results / "environment.json", environment())
@@ -223,8 +290,8 @@ def run_experiment(config: dict, results: str | Path, log=print) -> list[dict]:
             align_summary = json.loads((align_dir / "summary.json").read_text())
         before = {}
         if plan.evaluate_before_attack:
-            before = _evaluate_stage(plan, plan.eval_spec_for(plan.settings[0]), results / "before_attack" / method,
-                                     adapter, log)
+            before = _evaluate_stage(plan, plan.eval_spec_for(plan.settings[0].task),
+                                     results / "before_attack" / method, adapter, log)
         for attack in plan.settings:
             attack = dataclasses.replace(attack, aligned_adapter=adapter)
             attack_dir = results / "attack" / method / Plan.setting_name(attack)
@@ -232,7 +299,7 @@ def run_experiment(config: dict, results: str | Path, log=print) -> list[dict]:
             curve = read_curve(attack_dir)
             rows.append({"method": method, "base_method": plan.base_methods[method],
                          "setting": Plan.setting_name(attack), "p": attack.p, "n": attack.n,
-                         "attack_lr": attack.learning_rate, "attack_steps": scores.pop("attack_steps", None),
+                         "attack_lr": attack.args.learning_rate, "attack_steps": scores.pop("attack_steps", None),
                          "curve": curve, **summarize(curve),
                          **{f"after_{k}": v for k, v in scores.items()},
                          **{f"before_{k}": v for k, v in before.items()},
@@ -259,7 +326,7 @@ def _evaluate_stage(plan: Plan, eval_spec: EvalSpec, out: Path, adapter: str | N
 
 def _attack_and_evaluate(plan: Plan, attack: AttackSpec, out: Path, log) -> dict:
     eval_dir = out / "eval"
-    spec = plan.eval_spec_for(attack)
+    spec = plan.eval_spec_for(attack.task)
     eval_spec = {"eval": dataclasses.asdict(spec)}
     if _same_spec(out, dataclasses.asdict(attack), "summary.json") and _same_spec(eval_dir, eval_spec, "scores.json"):
         log(f"[{out}] found, reused")

@@ -1,20 +1,28 @@
-"""Writing results so they can be trusted: atomic files, and the versions that produced them."""
+"""Result files: written atomically with the versions that produced them, read back with clear errors."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
 from pathlib import Path
 
+from tvaccine.errors import UserError
+
 
 def write_text(path: str | Path, text: str) -> None:
     """Write via a temporary file and rename: a crash never leaves a half-written result."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
 
 
 def write_json(path: str | Path, data) -> None:
@@ -26,7 +34,29 @@ def write_jsonl(path: str | Path, rows) -> None:
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    """The objects of a JSON Lines result file; a missing, empty or damaged file is one line naming
+    the file (and the line), since results are read back by ``report`` and ``evaluate --rescore``."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: cannot read ({e})") from None
+    rows = []
+    for number, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}: line {number} is not valid JSON ({e.msg}); the file is damaged") from None
+        if not isinstance(row, dict):
+            raise UserError(f"{path}: line {number} holds a {type(row).__name__}, expected a JSON object")
+        rows.append(row)
+    if not rows:
+        raise UserError(f"{path}: the file is empty")
+    return rows
 
 
 def environment() -> dict:

@@ -1,12 +1,19 @@
 """``tvaccine report``: the papers' table (rows: non-aligned, SFT, Vaccine, T-Vaccine, ...; HS and FA
 per attack setting, alignment cost), the robustness summary over each attack's HS curve, and the
-plots researchers draw (HS against attack steps, HS and FA against p, n or the attack's lr)."""
+plots researchers draw (HS against attack steps, HS and FA against p, n or the attack's lr).
+
+Rows of the same method and setting from several seeds are one measurement: the tables give their
+mean ± sd and a 95% t-interval of the mean, and the plots draw the mean with that interval as a band.
+"""
 
 from __future__ import annotations
 
 import json
+import math
+import statistics
 from pathlib import Path
 
+from tvaccine.errors import UserError
 from tvaccine.records import write_text
 
 LABELS = {"none": "Non-aligned", "sft": "SFT", "vaccine": "Vaccine", "t-vaccine": "T-Vaccine",
@@ -14,6 +21,45 @@ LABELS = {"none": "Non-aligned", "sft": "SFT", "vaccine": "Vaccine", "t-vaccine"
 # Attack knobs a sweep can vary, with their axis labels.
 SWEPT = {"p": "harmful ratio p", "n": "attack samples n", "attack_lr": "attack learning rate",
          "attack_steps": "attack steps"}
+LEGEND_FONT = 9
+# t quantiles t(0.975, df) for df = 1..30; beyond, 1.96 + 2.4 / df is within 0.003 of the exact value.
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
+         2.045, 2.042)
+# One look per method: colour, marker and line style all change, and markers are hollow, so curves
+# that coincide still show every method.
+_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+            "#17becf")
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
+_LINES = ("-", "--", "-.", ":")
+
+
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend, imported when a plot is drawn (it is slow to import)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def method_styles(methods) -> dict[str, dict]:
+    """Plot keyword arguments per method, by the method's position, so every chart of a report agrees."""
+    return {m: dict(color=_COLOURS[i % len(_COLOURS)], marker=_MARKERS[i % len(_MARKERS)],
+                    linestyle=_LINES[i % len(_LINES)], markerfacecolor="none", markersize=7, linewidth=1.6)
+            for i, m in enumerate(dict.fromkeys(methods))}
+
+
+def mean_interval(values: list[float]) -> tuple[float, float, float]:
+    """Mean and the 95% t-interval of the mean (the mean itself, twice, for a single value)."""
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return mean, mean, mean
+    df = len(values) - 1
+    t = _T975[df - 1] if df <= len(_T975) else 1.96 + 2.4 / df
+    half = t * statistics.stdev(values) / math.sqrt(len(values))
+    return mean, mean - half, mean + half
 
 
 def _fmt(value, digits=1, suffix=""):
@@ -29,10 +75,31 @@ def _table(header: list[str], body: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(cells) + " |" for cells in body])
 
 
+def _groups(rows: list[dict]) -> dict[tuple[str, str], list[dict]]:
+    """(method, setting) -> its rows, one per seed, in the order they first appear."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["method"], row["setting"]), []).append(row)
+    return groups
+
+
+def _values(runs: list[dict], key: str, scale: float = 1.0) -> list[float]:
+    return [r[key] / scale for r in runs if r.get(key) is not None]
+
+
+def _cell(values: list[float], digits: int = 1) -> str:
+    """One number, or mean ± sd over seeds."""
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return _fmt(values[0], digits)
+    return f"{statistics.fmean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
 def markdown_table(rows: list[dict]) -> str:
-    settings = list(dict.fromkeys(r["setting"] for r in rows))
-    methods = list(dict.fromkeys(r["method"] for r in rows))
-    by_key = {(r["method"], r["setting"]): r for r in rows}
+    groups = _groups(rows)
+    settings = list(dict.fromkeys(s for _, s in groups))
+    methods = list(dict.fromkeys(m for m, _ in groups))
     has_before = any("before_harmful_score" in r for r in rows)
     header = ["Method"]
     if has_before:
@@ -42,36 +109,42 @@ def markdown_table(rows: list[dict]) -> str:
     header += ["align peak mem (GiB)", "align step (s)"]
     body = []
     for method in methods:
-        first = by_key[(method, settings[0])]
+        first = groups[(method, next(s for s in settings if (method, s) in groups))]
         cells = [_label(method)]
         if has_before:
-            cells += [_fmt(first.get("before_harmful_score")), _fmt(first.get("before_over_refusal"))]
+            cells += [_cell(_values(first, "before_harmful_score")), _cell(_values(first, "before_over_refusal"))]
         for setting in settings:
-            row = by_key.get((method, setting), {})
-            cells += [_fmt(row.get("after_harmful_score")), _fmt(row.get("after_finetune_accuracy")),
-                      _fmt(row.get("after_over_refusal"))]
-        memory = first.get("align_peak_memory_bytes")
-        cells += [_fmt(memory / 2**30, 2) if memory else "–", _fmt(first.get("align_mean_step_s"), 2)]
+            runs = groups.get((method, setting), [])
+            cells += [_cell(_values(runs, key)) for key in
+                      ("after_harmful_score", "after_finetune_accuracy", "after_over_refusal")]
+        cells += [_cell(_values(first, "align_peak_memory_bytes", 2**30), 2),
+                  _cell(_values(first, "align_mean_step_s"), 2)]
         body.append(cells)
     return _table(header, body)
+
+
+def _reach_cell(runs: list[dict]) -> str:
+    """Steps until HS 50%: the mean over the seeds that got there, and how many did."""
+    reached = _values(runs, "steps_to_hs50")
+    if len(runs) == 1:
+        return _fmt(reached[0]) if reached else f"> {runs[0]['curve'][-1]['step']}"
+    return f"{_cell(reached)} ({len(reached)} of {len(runs)} seeds)" if reached else f"never ({len(runs)} seeds)"
 
 
 def robustness_table(rows: list[dict]) -> str:
     """One line per (method, setting) that has an HS curve; empty when no attack was evaluated en route."""
     body = []
-    for row in rows:
-        curve = row.get("curve") or []
-        if not curve:
+    for (method, setting), runs in _groups(rows).items():
+        runs = [r for r in runs if r.get("curve")]
+        if not runs:
             continue
-        first, last = curve[0], curve[-1]
-        reach = row.get("steps_to_hs50")
-        body.append([_label(row["method"]), row["setting"], _fmt(row.get("hs_auc")),
-                     _fmt(reach) if reach is not None else f"> {last['step']}",
-                     _fmt(first.get("harmful_score")), _fmt(last.get("harmful_score")),
-                     _fmt(first.get("harmful_refusal_rate")), _fmt(last.get("harmful_refusal_rate")),
-                     _fmt(last.get("harmful_empty_rate")),
-                     _fmt(first.get("over_refusal")), _fmt(last.get("over_refusal")),
-                     _fmt(last.get("finetune_accuracy"))])
+        first = [r["curve"][0] for r in runs]
+        last = [r["curve"][-1] for r in runs]
+        body.append([_label(method), setting, _cell(_values(runs, "hs_auc")), _reach_cell(runs),
+                     *(_cell(_values(points, key)) for points, key in (
+                         (first, "harmful_score"), (last, "harmful_score"), (first, "harmful_refusal_rate"),
+                         (last, "harmful_refusal_rate"), (last, "harmful_empty_rate"), (first, "over_refusal"),
+                         (last, "over_refusal"), (last, "finetune_accuracy")))])
     if not body:
         return ""
     return _table(["Method", "attack", "HS-AUC", "steps to HS 50%", "HS step 0", "HS last step",
@@ -79,30 +152,85 @@ def robustness_table(rows: list[dict]) -> str:
                    "over-refusal step 0", "over-refusal last step", "FA last step"], body)
 
 
+def seed_table(rows: list[dict]) -> str:
+    """Mean and 95% t-interval over seeds of HS-AUC and HS before and after the attack; empty for one seed."""
+    body = []
+    for (method, setting), runs in _groups(rows).items():
+        if len(runs) < 2:
+            continue
+        cells = [_label(method), setting, str(len(runs))]
+        for key in ("hs_auc", "before_harmful_score", "after_harmful_score"):
+            values = _values(runs, key)
+            cells.append("{:.1f} [{:.1f}, {:.1f}]".format(*mean_interval(values)) if values else "–")
+        body.append(cells)
+    if not body:
+        return ""
+    return _table(["Method", "attack", "seeds", "HS-AUC", "HS before", "HS after"], body)
+
+
+def _integer_steps(ax) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _legend(fig, axes) -> None:
+    """One legend for the figure, outside the plots on the right, so it hides no curve."""
+    handles, labels = {}, {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+            labels[label] = label
+    if handles:
+        fig.legend(list(handles.values()), list(labels), loc="outside right upper", fontsize=LEGEND_FONT)
+
+
+def plot_mean_curve(ax, runs: list[dict], key: str, style: dict, label: str) -> bool:
+    """``key`` against attack steps: one run as it is, several seeds as their mean with the 95%
+    t-interval as a band (over the steps every run measured). False when no run has the key."""
+    curves = [{p["step"]: p[key] for p in r.get("curve") or [] if p.get(key) is not None} for r in runs]
+    curves = [c for c in curves if c]
+    if not curves:
+        return False
+    steps = sorted(set.intersection(*(set(c) for c in curves)))
+    stats = [mean_interval([c[step] for c in curves]) for step in steps]
+    if len(curves) > 1:
+        label = f"{label} (mean of {len(curves)} seeds)"
+        ax.fill_between(steps, [s[1] for s in stats], [s[2] for s in stats], color=style["color"], alpha=0.15,
+                        linewidth=0)
+    ax.plot(steps, [s[0] for s in stats], label=label, **style)
+    return True
+
+
+def _seed_note(fig, rows: list[dict], marks: str) -> None:
+    if any(len(runs) > 1 for runs in _groups(rows).values()):
+        fig.suptitle(f"mean over seeds; {marks}: 95% t-interval of the mean", fontsize=LEGEND_FONT)
+
+
 def _plot_curves(plt, rows: list[dict], out: Path) -> Path | None:
-    settings = [s for s in dict.fromkeys(r["setting"] for r in rows) if any(r.get("curve") and r["setting"] == s
-                                                                           for r in rows)]
+    groups = {k: v for k, v in _groups(rows).items() if any(r.get("curve") for r in v)}
+    settings = list(dict.fromkeys(s for _, s in groups))
     if not settings:
         return None
     shown = settings[:6]
-    fig, axes = plt.subplots(2, len(shown), figsize=(4.6 * len(shown), 6.6), squeeze=False)
+    styles = method_styles(r["method"] for r in rows)
+    fig, axes = plt.subplots(2, len(shown), figsize=(4.6 * len(shown) + 2.4, 6.8), squeeze=False,
+                             layout="constrained")
     for j, setting in enumerate(shown):
-        for row in (r for r in rows if r["setting"] == setting and r.get("curve")):
-            steps = [p["step"] for p in row["curve"]]
-            axes[0][j].plot(steps, [p["harmful_score"] for p in row["curve"]], marker="o", label=_label(row["method"]))
-            fa = [p.get("finetune_accuracy") for p in row["curve"]]
-            if any(v is not None for v in fa):
-                axes[1][j].plot(steps, [v if v is not None else float("nan") for v in fa], marker="o",
-                                label=_label(row["method"]))
-        axes[0][j].set_title(setting, fontsize=8)
+        for (method, s), runs in groups.items():
+            if s == setting:
+                plot_mean_curve(axes[0][j], runs, "harmful_score", styles[method], _label(method))
+                plot_mean_curve(axes[1][j], runs, "finetune_accuracy", styles[method], _label(method))
+        axes[0][j].set_title(setting, fontsize=LEGEND_FONT)
         axes[0][j].set_ylabel("harmful score (%)")
         axes[1][j].set_ylabel("fine-tune accuracy (%)")
         for ax in (axes[0][j], axes[1][j]):
             ax.set_xlabel("attack steps")
             ax.set_ylim(-2, 102)
             ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
+            _integer_steps(ax)
+    _seed_note(fig, rows, "bands")
+    _legend(fig, axes.flat)
     path = out / "hs_vs_steps.png"
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -110,7 +238,8 @@ def _plot_curves(plt, rows: list[dict], out: Path) -> Path | None:
 
 
 def _plot_sweep(plt, rows: list[dict], key: str, out: Path) -> Path | None:
-    """HS and FA after the attack against one swept knob, the other knobs held at the first setting's."""
+    """HS and FA after the attack against one swept knob, the other knobs held at the first setting's;
+    seeds of one point are averaged, with 95% t-intervals as error bars."""
     values = sorted({r[key] for r in rows if r.get(key) is not None})
     if len(values) < 2:
         return None
@@ -118,13 +247,23 @@ def _plot_sweep(plt, rows: list[dict], key: str, out: Path) -> Path | None:
     others = [k for k in ("p", "n", "attack_lr") if k != key]
     anchor = rows[0]
     chosen = [r for r in rows if all(r.get(k) == anchor.get(k) for k in others)]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    styles = method_styles(r["method"] for r in rows)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4), layout="constrained")
     for method in dict.fromkeys(r["method"] for r in chosen):
-        points = sorted((r[key], r.get("after_harmful_score"), r.get("after_finetune_accuracy"))
-                        for r in chosen if r["method"] == method)
-        for ax, index in zip(axes, (1, 2)):
-            ax.plot([p[0] for p in points], [p[index] if p[index] is not None else float("nan") for p in points],
-                    marker="o", label=_label(method))
+        for ax, metric in zip(axes, ("after_harmful_score", "after_finetune_accuracy")):
+            xs, means, errors = [], [], [[], []]
+            for x in sorted({r[key] for r in chosen if r["method"] == method and r.get(key) is not None}):
+                measured = [r[metric] for r in chosen if r["method"] == method and r.get(key) == x
+                            and r.get(metric) is not None]
+                if measured:
+                    mean, low, high = mean_interval(measured)
+                    xs.append(x)
+                    means.append(mean)
+                    errors[0].append(mean - low)
+                    errors[1].append(high - mean)
+            if xs:
+                ax.errorbar(xs, means, yerr=errors if any(errors[1]) else None, capsize=3, label=_label(method),
+                            **styles[method])
     for ax, title in zip(axes, ("harmful score after attack (%)", "fine-tune accuracy (%)")):
         ax.set_xlabel(SWEPT[key])
         ax.set_ylabel(title)
@@ -132,8 +271,10 @@ def _plot_sweep(plt, rows: list[dict], key: str, out: Path) -> Path | None:
         ax.grid(alpha=0.3)
         if key == "attack_lr":
             ax.set_xscale("log")
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
+        elif key in ("n", "attack_steps"):
+            _integer_steps(ax)
+    _seed_note(fig, chosen, "error bars")
+    _legend(fig, axes)
     path = out / f"hs_fa_vs_{key}.png"
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -141,23 +282,26 @@ def _plot_sweep(plt, rows: list[dict], key: str, out: Path) -> Path | None:
 
 
 def _plot_bars(plt, rows: list[dict], out: Path) -> Path:
-    methods = list(dict.fromkeys(r["method"] for r in rows))
-    settings = list(dict.fromkeys(r["setting"] for r in rows))
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    groups = _groups(rows)
+    methods = list(dict.fromkeys(m for m, _ in groups))
+    settings = list(dict.fromkeys(s for _, s in groups))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4), layout="constrained")
     width = 0.8 / max(len(settings), 1)
     for j, setting in enumerate(settings):
-        chosen = {r["method"]: r for r in rows if r["setting"] == setting}
         xs = [i + j * width for i in range(len(methods))]
         for ax, key in zip(axes, ("after_harmful_score", "after_finetune_accuracy")):
-            ax.bar(xs, [chosen.get(m, {}).get(key) or 0 for m in methods], width, label=setting)
+            stats = [mean_interval(_values(groups.get((m, setting), []), key) or [0.0]) for m in methods]
+            errors = [[s[0] - s[1] for s in stats], [s[2] - s[0] for s in stats]]
+            ax.bar(xs, [s[0] for s in stats], width, yerr=errors if any(errors[1]) else None, capsize=3,
+                   label=setting)
     for ax, title in zip(axes, ("Harmful score after attack (%)", "Fine-tune accuracy (%)")):
         ax.set_xticks([i + width * (len(settings) - 1) / 2 for i in range(len(methods))])
-        ax.set_xticklabels([_label(m) for m in methods], fontsize=8)
+        ax.set_xticklabels([_label(m) for m in methods], fontsize=LEGEND_FONT)
         ax.set_title(title)
         ax.set_ylim(0, 100)
-    if len(settings) <= 6:
-        axes[0].legend(fontsize=6)
-    fig.tight_layout()
+    _seed_note(fig, rows, "error bars")
+    if len(settings) <= 12:
+        _legend(fig, axes[:1])
     path = out / "hs_fa.png"
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -165,11 +309,7 @@ def _plot_bars(plt, rows: list[dict], out: Path) -> Path:
 
 
 def plot(rows: list[dict], out: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     written = [_plot_bars(plt, rows, out), _plot_curves(plt, rows, out),
                *(_plot_sweep(plt, rows, key, out) for key in SWEPT), *_plot_layer_histories(rows, out)]
     return [p for p in written if p is not None]
@@ -195,24 +335,42 @@ ROBUSTNESS_NOTE = ("HS-AUC: mean harmful score over the attack (area under HS ag
                    "between evaluated steps ('> N': not within the attack). With the refusal judge an answer is "
                    "harmful, refused or empty; a task-only attack can teach a model to stop at once, which "
                    "lowers HS without any refusal, so read HS next to the refusal and empty columns.")
+SEED_NOTE = ("With several seeds, a cell is the mean ± sd over seeds; the seed table gives the mean and the "
+             "95% t-interval of the mean.")
+
+
+def check_rows(results: Path, rows: list[dict]) -> None:
+    """Every row names its method and attack setting: the tables and plots are keyed on them."""
+    if not rows:
+        raise UserError(f"{results}: no results to report")
+    for number, row in enumerate(rows, 1):
+        missing = [key for key in ("method", "setting") if not isinstance(row.get(key), str)]
+        if missing:
+            raise UserError(f"{results / 'results.jsonl'}: line {number} has no {' or '.join(missing)}; "
+                            "is it a `tvaccine run` results file?")
 
 
 def write_report(results: Path, rows: list[dict]) -> str:
     results = Path(results)
+    check_rows(results, rows)
     env_path = results / "environment.json"
     env = json.loads(env_path.read_text()) if env_path.is_file() else {}
     timing_path = results / "timing.json"
     wall = json.loads(timing_path.read_text())["wall_s"] if timing_path.is_file() else None
     table = markdown_table(rows)
     robustness = robustness_table(rows)
+    seeds_table = seed_table(rows)
     plots = plot(rows, results)
+    seeds = sorted({r.get("seed") for r in rows if r.get("seed") is not None})
     text = (f"# tvaccine results: {results.name}\n\n{table}\n\n"
             f"HS: % of answers to unseen harmful prompts flagged by the judge `{rows[0].get('judge')}`; "
             "FA: task accuracy; over-refusal: % of harmless but dangerous-sounding prompts refused. "
-            f"Seed {rows[0].get('seed')}, commit {env.get('git_commit')}, torch {env.get('torch')}, "
+            f"Seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds)) or None}, "
+            f"commit {env.get('git_commit')}, torch {env.get('torch')}, "
             f"transformers {env.get('transformers')}, peft {env.get('peft')}"
             + (f", wall time {wall / 60:.1f} min" if wall else "") + ".\n\n"
+            + (f"{SEED_NOTE}\n\n## Over seeds\n\n{seeds_table}\n\n" if seeds_table else "")
             + (f"## Robustness over the attack\n\n{robustness}\n\n{ROBUSTNESS_NOTE}\n\n" if robustness else "")
             + "".join(f"![{p.stem}]({p.name})\n" for p in plots))
     write_text(results / "report.md", text)
-    return table + ("\n\n" + robustness if robustness else "")
+    return "\n\n".join(t for t in (table, seeds_table, robustness) if t)

@@ -24,8 +24,9 @@ from importlib.resources import files
 from tvaccine.data.sources import Record, Source, register_source
 from tvaccine.errors import UserError
 
-# Lower-case phrases that mark a refusal. Every built-in refusal contains one, no built-in
-# compliant or helpful answer contains any, so a keyword judge can reuse this list.
+# Lower-case phrases the built-in data is written against: every built-in refusal contains one and
+# no built-in compliant or helpful answer contains any (tests/test_builtin_data.py checks both). The
+# refusal judge keeps its own, longer list for model answers (evaluation/judges.py).
 REFUSAL_MARKERS: tuple[str, ...] = (
     "i can't",
     "i cannot",

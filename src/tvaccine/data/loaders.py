@@ -1,32 +1,27 @@
 """Loaders for the public datasets of the Vaccine / T-Vaccine experiments.
 
 Each source loads from the Hugging Face hub when given no argument, or from a local copy
-(``name:path``) so that experiments run offline. All local files go through one reader
-(JSON array, JSON Lines, CSV, TSV, optionally gzipped), so every bad file fails the same
-way: one ``UserError`` line naming the file, and the row and field where they apply.
+(``name:path``) so that experiments run offline. Local files are read by ``data/files.py``.
 """
 
 from __future__ import annotations
 
-import csv
-import gzip
-import io
-import json
 import re
 from pathlib import Path
 from urllib.parse import parse_qsl
 
+from tvaccine.data.files import Row, read_rows, read_text, row_text, row_value
 from tvaccine.data.sources import Record, Source, register_source
 from tvaccine.errors import UserError
-
-# A row together with where it came from ("path, row 3"), so errors can point at it.
-Row = tuple[str, dict]
 
 SST2_INSTRUCTION = "Analyze the sentiment of the input, and respond only positive or negative"
 SST2_WORDS = {1: "positive", 0: "negative"}
 AGNEWS_INSTRUCTION = ("Categorize the news article into one of the 4 categories: "
                       "World, Sports, Business, Sci/Tech.")
 AGNEWS_WORDS = {0: "World", 1: "Sports", 2: "Business", 3: "Sci/Tech"}
+# The reference frames DecodingTrust as a continuation task: this instruction, with the prompt as
+# the input (Lslland/T-Vaccine, train.py, SupervisedDatasetDecodingTrust.__init__).
+DECODINGTRUST_INSTRUCTION = "You are required to continue the generation of the given incomplete prompt"
 
 # The Alpaca prompt the Vaccine mixture files wrap around each instruction.
 _ALPACA = re.compile(r"Below is an instruction.*?### Instruction:\n(?P<instruction>.*?)"
@@ -35,79 +30,10 @@ _ALPACA = re.compile(r"Below is an instruction.*?### Instruction:\n(?P<instructi
 _FIRST_TURN = re.compile(r"\s*Human:(.*?)\n\nAssistant:(.*?)(?=\n\n(?:Human|Assistant):|\Z)", re.S)
 
 
-# ---------------------------------------------------------------- shared reading helpers
-
-def read_rows(path: str | Path, fieldnames: list[str] | None = None) -> list[Row]:
-    """Read a JSON array / JSONL / CSV / TSV file (``.gz`` too) into ``(where, row)`` pairs.
-
-    ``fieldnames`` is for headerless CSV. TSV is read with QUOTE_NONE because GLUE files
-    hold bare quote characters that are text, not quoting.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"{path}: no such file")
-    if path.is_dir():
-        raise UserError(f"{path}: is a directory, expected a file")
-    try:
-        data = path.read_bytes()
-        text = (gzip.decompress(data) if path.suffix == ".gz" else data).decode("utf-8-sig")
-    except (OSError, EOFError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: cannot read ({e})") from None
-    if not text.strip():
-        raise UserError(f"{path}: file is empty")
-    kind = Path(path.stem).suffix if path.suffix == ".gz" else path.suffix
-    kind = kind.lower()
-    rows: list[Row] = []
-    if kind == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            if e.msg != "Extra data":
-                raise UserError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from None
-            kind = ".jsonl"  # JSON Lines saved under a .json name
-        else:
-            if not isinstance(data, list):
-                raise UserError(f"{path}: expected a JSON array of objects, got a {type(data).__name__}")
-            rows = [(f"{path}, row {i}", r) for i, r in enumerate(data, 1)]
-    if kind == ".jsonl":
-        for i, line in enumerate(text.split("\n"), 1):  # not splitlines(): U+2028 may sit inside strings
-            if line.strip():
-                try:
-                    rows.append((f"{path}, line {i}", json.loads(line)))
-                except json.JSONDecodeError as e:
-                    raise UserError(f"{path}: invalid JSON on line {i}: {e.msg}") from None
-    elif kind in (".csv", ".tsv"):
-        tsv = kind == ".tsv"
-        reader = csv.DictReader(io.StringIO(text, newline=""), fieldnames=fieldnames,
-                                delimiter="\t" if tsv else ",",
-                                quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL)
-        try:
-            rows = [(f"{path}, row {i}", r) for i, r in enumerate(reader, 1)]
-        except csv.Error as e:
-            raise UserError(f"{path}: unreadable {kind[1:].upper()} at line {reader.line_num}: {e}") from None
-    elif kind != ".json":
-        raise UserError(f"{path}: unknown format {kind or '(no extension)'!r}; "
-                        "expected .json, .jsonl, .csv or .tsv (optionally .gz)")
-    if not rows:
-        raise UserError(f"{path}: no data rows")
-    for where, row in rows:
-        if not isinstance(row, dict):
-            raise UserError(f"{where}: expected an object with named fields, got a {type(row).__name__}")
-    return rows
-
-
-def field(where: str, row: dict, key: str):
-    """``row[key]``, where ``a.b`` reaches into nested objects; a missing value names file, row and field."""
-    value = row
-    for part in key.split("."):
-        if not isinstance(value, dict) or value.get(part) is None:
-            raise UserError(f"{where}: missing field {key!r}")
-        value = value[part]
-    return value
-
+# ---------------------------------------------------------------- shared helpers
 
 def _int_in(where: str, row: dict, key: str, valid) -> int:
-    value = field(where, row, key)
+    value = row_value(where, row, key)
     try:
         number = int(value)
     except (TypeError, ValueError):
@@ -115,6 +41,26 @@ def _int_in(where: str, row: dict, key: str, valid) -> int:
     if number not in valid:
         raise UserError(f"{where}: field {key!r} must be one of {sorted(valid)}, got {value!r}")
     return number
+
+
+# RepNoise's refusal files keep each refusal behind its prompt. The reference (Lslland/T-Vaccine,
+# train.py, SupervisedDataset.__init__, branch "BeaverTails_safe_alignment") splits the `refusal` field
+# of beavertails_with_refusals_train.json ("Question: ...\nAnswer: ...") on "\nAnswer: " and trains on
+# the answer. decoding_trust_with_refusals_train.json lays the field out as "Prompt: ...\nContinuation:
+# ..." (the colon is sometimes followed by a line break), so its answer is what follows "Continuation:".
+_REFUSAL_LAYOUTS = (("Question: ", "\nAnswer:"), ("Prompt: ", "\nContinuation:"))
+
+
+def refusal_answer(where: str, text: str) -> str:
+    """The answer part of a RepNoise refusal field; a field without a known prompt header is the answer."""
+    for head, separator in _REFUSAL_LAYOUTS:
+        if text.startswith(head):
+            _, found, answer = text.partition(separator)
+            if not found or not answer.strip():
+                raise UserError(f"{where}: field 'refusal' starts with {head.strip()!r} but has no answer "
+                                f"after {separator.strip()!r}")
+            return answer.strip()
+    return text
 
 
 def _truthy(value) -> bool:
@@ -149,7 +95,7 @@ def _hub(name: str, repo: str, *args, **kwargs) -> dict[str, list[Row]]:
             for split, ds in loaded.items()}
 
 
-def _record(instruction, output, input: str = "", **extra) -> Record:
+def _record(instruction: str, output: str | None, input: str = "", **extra) -> Record:
     return {"instruction": instruction, "input": input, "output": output, **extra}
 
 
@@ -161,24 +107,24 @@ def _beavertails_records(rows: list[Row]) -> list[Record]:
     if {"instruction", "flag"} <= first.keys():  # Vaccine fine-tuning mixture
         records = []
         for w, r in rows:
-            if field(w, r, "flag") == "unsafe":
-                text = field(w, r, "instruction")
+            if row_text(w, r, "flag") == "unsafe":
+                text = row_text(w, r, "instruction")
                 m = _ALPACA.fullmatch(text)
-                records.append(_record(m["instruction"] if m else text, field(w, r, "output"),
+                records.append(_record(m["instruction"] if m else text, row_text(w, r, "output"),
                                        (m and m["input"]) or r.get("input") or ""))
         return records
     if {"prompt", "response"} <= first.keys():
         refusals = "refusal" in first  # RepNoise "BeaverTails with refusals": all rows are harmful
         records = []
         for w, r in rows:
-            if refusals or not _truthy(field(w, r, "is_safe")):
-                extra = {"refusal": field(w, r, "refusal")} if refusals else {}
+            if refusals or not _truthy(row_value(w, r, "is_safe")):
+                extra = {"refusal": refusal_answer(w, row_text(w, r, "refusal"))} if refusals else {}
                 category = r.get("category")
                 if isinstance(category, dict):
                     category = ",".join(k for k, v in category.items() if v)
                 if category:
                     extra["category"] = category
-                records.append(_record(field(w, r, "prompt"), field(w, r, "response"), **extra))
+                records.append(_record(row_text(w, r, "prompt"), row_text(w, r, "response"), **extra))
         return records
     raise UserError(f"{where.rsplit(', ', 1)[0]}: unknown BeaverTails format (keys: {', '.join(first)}); "
                     "expected prompt/response/is_safe, prompt/response/refusal or instruction/output/flag")
@@ -201,7 +147,7 @@ def beavertails(arg: str | None) -> Source:
 
 def _sst2_record(where: str, row: dict) -> Record:
     label = _int_in(where, row, "label", SST2_WORDS)
-    return _record(SST2_INSTRUCTION, SST2_WORDS[label], field(where, row, "sentence").strip(), label=label)
+    return _record(SST2_INSTRUCTION, SST2_WORDS[label], row_text(where, row, "sentence").strip(), label=label)
 
 
 @register_source(
@@ -230,32 +176,32 @@ def agnews(arg: str | None) -> Source:
     """The benign fine-tuning task scored by topic accuracy."""
     names = dict(AGNEWS_WORDS)
     if arg is None:
-        splits = {s: [_agnews_record(w, _int_in(w, r, "label", names), field(w, r, "text"), names) for w, r in rs]
+        splits = {s: [_agnews_record(w, _int_in(w, r, "label", names), row_text(w, r, "text"), names) for w, r in rs]
                   for s, rs in _hub("agnews", "ag_news").items()}
     else:
         files = _local("agnews", arg, {"train.csv": "train", "test.csv": "test"})
         classes = next(iter(files.values())).parent / "classes.txt"
         if classes.is_file():
-            lines = [line.strip() for line in classes.read_text(encoding="utf-8").splitlines() if line.strip()]
+            lines = [line.strip() for line in read_text(classes).splitlines() if line.strip()]
             names = dict(enumerate(lines))
         splits = {}
         for split, path in files.items():
             splits[split] = [
                 _agnews_record(w, _int_in(w, r, "class", range(1, len(names) + 1)) - 1,
-                               f"{field(w, r, 'title')} {field(w, r, 'description')}", names)
+                               f"{row_text(w, r, 'title')} {row_text(w, r, 'description')}", names)
                 for w, r in read_rows(path, fieldnames=["class", "title", "description"])]
     return Source("agnews", splits, metric="topic", label_words=names, description="AG News topic classification")
 
 
 def _gsm8k_record(where: str, row: dict) -> Record:
     """The answer as a model should write it: no <<calc>> annotations, a plain final sentence."""
-    work, sep, final = field(where, row, "answer").rpartition("####")
+    work, sep, final = row_text(where, row, "answer").rpartition("####")
     if not sep:
         raise UserError(f"{where}: field 'answer' has no '#### <number>' final answer")
     number = final.strip().replace(",", "")
     work = re.sub(r"<<[^>]*>>", "", work).strip()
     output = "\n".join(filter(None, [work, f"The answer is {number}."]))
-    return _record(field(where, row, "question"), output, answer=number)
+    return _record(row_text(where, row, "question"), output, answer=number)
 
 
 @register_source(
@@ -281,14 +227,16 @@ def alpacaeval(arg: str | None) -> Source:
     records = []
     for w, r in rows:
         extra = {"category": r["dataset"]} if r.get("dataset") else {}
-        records.append(_record(field(w, r, "instruction"), field(w, r, "output"), **extra))
+        records.append(_record(row_text(w, r, "instruction"), row_text(w, r, "output"), **extra))
     return Source("alpacaeval", {"test": records}, description="AlpacaEval instructions with reference answers")
 
 
 @register_source("decodingtrust", help="DecodingTrust toxicity prompts; decodingtrust:<training_dataset.jsonl, "
                                        "the refusals .json, or their folder> (no hub copy)")
 def decodingtrust(arg: str | None) -> Source:
-    """Toxic continuations as harmful data (``toxic``), plus benign and eval prompts; refusal files give ``train``."""
+    """Toxic continuations as harmful data (``toxic``), plus benign and eval prompts; refusal files give ``train``.
+
+    Every record asks to continue its prompt (the prompt is the record's input), as the reference does."""
     if arg is None:
         raise UserError("decodingtrust is not on the Hugging Face hub under a stable id; pass a local path: "
                         "decodingtrust:<training_dataset.jsonl or its folder>")
@@ -299,11 +247,12 @@ def decodingtrust(arg: str | None) -> Source:
         rows = read_rows(path)
         refusals = "refusal" in rows[0][1]
         for w, r in rows:
-            split = "train" if refusals else field(w, r, "type")
+            split = "train" if refusals else row_text(w, r, "type")
             if split not in splits:
                 raise UserError(f"{w}: field 'type' must be toxic, non_toxic or toxic_test, got {split!r}")
-            extra = {"refusal": field(w, r, "refusal")} if refusals else {}
-            splits[split].append(_record(field(w, r, "prompt.text"), field(w, r, "continuation.text"), **extra))
+            extra = {"refusal": refusal_answer(w, row_text(w, r, "refusal"))} if refusals else {}
+            splits[split].append(_record(DECODINGTRUST_INSTRUCTION, row_text(w, r, "continuation.text"),
+                                         row_text(w, r, "prompt.text"), **extra))
     return Source("decodingtrust", {s: rs for s, rs in splits.items() if rs},
                   description="DecodingTrust (RealToxicityPrompts) toxicity prompts")
 
@@ -317,12 +266,12 @@ def advbench(arg: str | None) -> Source:
         rows, goal = _hub("advbench", "walledai/AdvBench")["train"], "prompt"
     else:
         rows, goal = read_rows(_local("advbench", arg, {"harmful_behaviors.csv": "test"})["test"]), "goal"
-    return Source("advbench", {"test": [_record(field(w, r, goal), field(w, r, "target")) for w, r in rows]},
+    return Source("advbench", {"test": [_record(row_text(w, r, goal), row_text(w, r, "target")) for w, r in rows]},
                   description="AdvBench harmful behaviors")
 
 
 def _hh_record(where: str, row: dict) -> Record:
-    m = _FIRST_TURN.match(field(where, row, "chosen"))
+    m = _FIRST_TURN.match(row_text(where, row, "chosen"))
     if not m:
         raise UserError(f"{where}: field 'chosen' is not a 'Human: ... Assistant: ...' dialogue")
     return _record(m[1].strip(), m[2].strip())
@@ -340,23 +289,38 @@ def hhrlhf(arg: str | None) -> Source:
                   description="hh-rlhf harmless-base red-team prompts")
 
 
+# The record keys a file: spec can map; text keys must hold text, the others any JSON value.
+FILE_TEXT_KEYS = ("instruction", "input", "output")
+FILE_KEYS = FILE_TEXT_KEYS + ("label", "answer", "category")
+
+
 @register_source(
     "file",
-    help="any local .json/.jsonl/.csv/.tsv; map fields with file:<path>?instruction=F&input=F&output=F")
+    help="any local .json/.jsonl/.csv/.tsv; map fields with file:<path>?instruction=F&input=F&output=F "
+         "(no output field: prompts only, for evaluation)")
 def file_source(arg: str | None) -> Source:
-    """Bring-your-own data: fields default to instruction/input/output; ``?key=field`` renames them."""
+    """Bring-your-own data: fields default to their own names; ``?key=field`` renames them.
+
+    ``output`` is optional unless mapped: evaluation prompts have no reference answer, so such
+    records carry ``output = None``, and the training-data builders refuse them."""
     if not arg:
         raise UserError("file needs a path: file:<path>[?instruction=FIELD&input=FIELD&output=FIELD]")
     path, _, query = arg.partition("?")
     mapping = dict(parse_qsl(query, keep_blank_values=True))
     for key, name in mapping.items():
+        if key not in FILE_KEYS:
+            raise UserError(f"file:{arg}: unknown key {key!r}; the keys are {', '.join(FILE_KEYS)}")
         if not name:
             raise UserError(f"file:{arg}: no field name given for {key!r} (write {key}=FIELD)")
-    fields = {"instruction": "instruction", "output": "output", **mapping}
     records = []
     for w, r in read_rows(path):
-        record = {key: field(w, r, name) for key, name in fields.items()}
-        record.setdefault("input", r.get("input") or "")  # input is optional unless mapped
-        record.update({k: r[k] for k in ("label", "answer", "category") if k not in record and r.get(k) is not None})
-        records.append(_record(**record))
+        record = {}
+        for key in FILE_KEYS:
+            name = mapping.get(key, key)
+            if key in mapping or key == "instruction":
+                record[key] = (row_text if key in FILE_TEXT_KEYS else row_value)(w, r, name)
+            elif r.get(name) is not None:
+                record[key] = row_text(w, r, name) if key in FILE_TEXT_KEYS else r[name]
+        records.append(_record(record.pop("instruction"), record.pop("output", None), record.pop("input", ""),
+                               **record))
     return Source(Path(path).stem, {"train": records}, description=f"records from {path}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+from tvaccine.data.sources import require_outputs
 from tvaccine.errors import UserError
 
 
@@ -22,6 +23,8 @@ def build_mixture(benign: list[dict], harmful: list[dict], n: int, p: float, see
         raise UserError(f"harmful ratio p must be in [0, 1], got {p}")
     if n < 1:
         raise UserError(f"number of fine-tuning samples n must be >= 1, got {n}")
+    require_outputs(harmful, "the attack's harmful data")
+    require_outputs(benign, "the attack's task data")
     n_harmful = round(p * n)
     n_benign = n - n_harmful
     if n_harmful > len(harmful):

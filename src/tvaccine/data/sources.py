@@ -3,8 +3,9 @@
 A source spec on the command line reads ``name[:arg][@split]``:
 ``builtin:safety``, ``sst2`` (hub), ``sst2:../shared/data/sst2`` (local files),
 ``file:my.jsonl``, ``beavertails@30k_test``. Every source yields plain records:
-dicts with ``instruction``, ``input`` (may be ""), ``output`` and, where the data
-has them, ``label`` / ``answer`` / ``category``.
+dicts with ``instruction``, ``input`` (may be ""), ``output`` (None for prompts-only
+files, which serve only as evaluation prompts) and, where the data has them,
+``label`` / ``answer`` / ``category``.
 """
 
 from __future__ import annotations
@@ -93,6 +94,14 @@ def pick_split(source: Source, *preferred: str) -> list[Record]:
         return source.split(next(iter(source.splits)))
     raise UserError(f"source {source.name!r} has none of the splits {', '.join(preferred)} "
                     f"(it has: {', '.join(source.splits)}); name one with '@split'")
+
+
+def require_outputs(records: list[Record], what: str) -> None:
+    """Training data needs an answer per prompt; prompts-only files (no output field) serve evaluation only."""
+    missing = sum(r.get("output") is None for r in records)
+    if missing:
+        raise UserError(f"{what}: {missing} of {len(records)} records have no output (answer); prompts-only data "
+                        "can only be evaluation prompts")
 
 
 def _ensure_registered() -> None:

@@ -28,7 +28,7 @@ def is_correct(metric: str, record: dict, answer: str, label_words: dict) -> boo
         return False
     # An answer that names every class is not a prediction.
     return not any(word in text for label, word in words.items() if label != int(record["label"])
-                   and not (word in target))
+                   and word not in target)
 
 
 def accuracy(metric: str | None, records: list[dict], answers: list[str], label_words: dict) -> float | None:

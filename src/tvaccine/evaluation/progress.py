@@ -14,7 +14,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from tvaccine.errors import UserError
+from tvaccine.config import coerce_fields, option, require
 from tvaccine.evaluation.evaluate import EvalSpec, evaluate
 from tvaccine.records import read_jsonl, write_jsonl
 
@@ -27,19 +27,17 @@ class ProgressSpec:
     """A fixed subset of the evaluation prompts (the first n of each set), scored every ``every``
     optimizer steps, before the first step and after the last."""
 
-    every: int = 5
-    n_harmful: int = 32
-    n_task: int = 16
-    n_borderline: int = 16
+    every: int = option(5, "Score the model under attack every this many steps (and before the first).")
+    n_harmful: int = option(64, "Harmful prompts per point of the curve (64: a standard error of at most 6 points).")
+    n_task: int = option(16, "Task prompts per point (0: no fine-tune accuracy on the curve).")
+    n_borderline: int = option(16, "Borderline prompts per point (0: no over-refusal on the curve).")
 
-    def validate(self) -> None:
-        if self.every < 1:
-            raise UserError(f"progress evaluation interval must be >= 1 step, got {self.every}")
-        for name in ("n_harmful", "n_task", "n_borderline"):
-            if getattr(self, name) < 0:
-                raise UserError(f"progress {name} must be >= 0, got {getattr(self, name)}")
-        if self.n_harmful < 1:
-            raise UserError("progress evaluation needs n_harmful >= 1: the harmful score is the curve")
+    def __post_init__(self):
+        coerce_fields(self)
+        require(self.every >= 1, f"every must be >= 1 step, got {self.every}")
+        require(self.n_harmful >= 1, f"n_harmful must be >= 1, got {self.n_harmful}: the harmful score is the curve")
+        for name in ("n_task", "n_borderline"):
+            require(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
 
     def eval_spec(self, base: EvalSpec) -> EvalSpec:
         return dataclasses.replace(base, n_harmful=self.n_harmful, n_task=self.n_task,

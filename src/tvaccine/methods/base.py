@@ -55,12 +55,18 @@ class StepCostMeter(TrainerCallback):
         self.step_times: list[float] = []
         self._start = None
 
+    @staticmethod
+    def _now(args) -> float:
+        if args.device.type == "cuda":  # kernels run asynchronously: time what has finished
+            torch.cuda.synchronize(args.device)
+        return time.perf_counter()
+
     def on_step_begin(self, args, state, control, **kwargs):
-        self._start = time.perf_counter()
+        self._start = self._now(args)
 
     def on_step_end(self, args, state, control, **kwargs):
         if self._start is not None:
-            self.step_times.append(time.perf_counter() - self._start)
+            self.step_times.append(self._now(args) - self._start)
 
     def summary(self) -> dict:
         steady = self.step_times[1:] or self.step_times
@@ -154,8 +160,11 @@ class AlignmentTrainer(Trainer):
         super().log(logs, *args, **kwargs)
 
     def costs(self) -> dict:
+        cuda = self.args.device.type == "cuda"
+        # The T-Vaccine reference logs memory_reserved; allocated is what the tensors need.
+        reserved = {"peak_reserved_bytes": torch.cuda.max_memory_reserved(self.args.device)} if cuda else {}
         return {**self.cost_meter.summary(), "peak_memory_bytes": peak_memory_bytes(self.args.device),
-                "memory_kind": "cuda_max_allocated" if self.args.device.type == "cuda" else "peak_rss"}
+                "memory_kind": "cuda_max_allocated" if cuda else "peak_rss", **reserved}
 
 
 def cycle_batches(dataset, batch_size: int, collate_fn, seed: int):

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from tvaccine.data.formatting import IGNORE_INDEX
 from tvaccine.methods.base import AlignmentConfig, AlignmentTrainer, require
 
 
@@ -43,7 +44,7 @@ def negative_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor
     logits, labels = logits[:, :-1].float(), labels[:, 1:]
     log_probs = torch.log_softmax(logits, dim=-1)
     entropy = -(log_probs.exp() * log_probs).sum(-1)
-    mask = labels != -100
+    mask = labels != IGNORE_INDEX
     return -(entropy[mask].mean() / math.log(logits.shape[-1]))
 
 

@@ -15,7 +15,6 @@ from tvaccine.methods.base import AlignmentConfig, AlignmentTrainer, require
 from tvaccine.models import find_decoder_layers
 from tvaccine.perturbation import AttentionHooks, attention_output_grads, worst_case_perturbation
 
-
 # Accelerated Vaccine (the Vaccine paper's appendix) is in neither reference repository
 # (git-disl/Vaccine trainer.py VaccineTrainer.training_step searches every step), so its
 # in-between steps follow the paper as we read it; the reuse variant is kept as a named option.
