@@ -6,6 +6,7 @@ import shutil
 import time
 
 import pytest
+import yaml
 
 from tvaccine.cli import main
 from tvaccine.evaluation.evaluate import EvalSpec, score_generations
@@ -90,3 +91,21 @@ def test_a_copied_results_directory_still_reuses_its_stages(smoke_results, tmp_p
     log = capsys.readouterr().out
     assert "attacking" not in log and "found, reused" in log  # the attacks name the old adapter path
     assert read_jsonl(copy / "results.jsonl") == read_jsonl(results / "results.jsonl")
+
+
+def test_a_list_of_seeds_runs_each_seed_and_reports_intervals(tmp_path):
+    """`--seed 0,1`: one folder per seed, every seed's rows in the top-level results, and the report
+    aggregates them (mean, sd and a 95% interval) instead of listing two rows per method."""
+    results = tmp_path / "seeds"
+    assert main(["run", "--preset", "smoke", "--methods", "none,sft", "--seed", "0,1",
+                 "--results", str(results)]) == 0
+    rows = read_jsonl(results / "results.jsonl")
+    assert sorted({(r["method"], r["seed"]) for r in rows}) == [("none", 0), ("none", 1), ("sft", 0), ("sft", 1)]
+    for seed in (0, 1):
+        seed_rows = read_jsonl(results / f"seed-{seed}" / "results.jsonl")
+        assert {r["seed"] for r in seed_rows} == {seed}
+    assert yaml.safe_load((results / "run_config.yaml").read_text())["seed"] == [0, 1]
+    report = (results / "report.md").read_text()
+    assert "Over seeds" in report and "95%" in report and "±" in report
+    assert main(["run", "--preset", "smoke", "--seed", "0,0", "--results", str(tmp_path / "twice")]) == 2
+    assert not (tmp_path / "twice").exists()

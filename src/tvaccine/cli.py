@@ -513,13 +513,13 @@ def _run_options(p) -> None:
     p.add_argument("--results", help="Results folder; a rerun reuses its finished stages (default: results/<name>)")
     p.add_argument("--methods", help="Comma-separated methods to run instead of the config's; stages already in "
                                      "--results are reused (default: the config's)")
-    p.add_argument("--seed", type=int, metavar="INT", help="Replaces the config's seed; results then go to "
-                                                           "results/<name>-seed<N> (default: the config's)")
+    p.add_argument("--seed", metavar="INT[,INT...]", help="Replaces the config's seed; several (42,43,44) run the "
+                   "experiment once per seed. Results then go to results/<name>-seed<N...> (default: the config's)")
 
 
 def cmd_run(args) -> None:
-    from tvaccine.config import load_config
-    from tvaccine.pipeline import Plan, load_results, run_experiment
+    from tvaccine.config import coerce, load_config
+    from tvaccine.pipeline import load_results, run_seeds, seed_plans
     from tvaccine.report import write_report
 
     config = load_config(args.preset, args.config)
@@ -528,14 +528,17 @@ def cmd_run(args) -> None:
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]
         if not methods:
             raise UserError("--methods is empty: name at least one method, e.g. --methods sft,vaccine")
+    seeds = None
     if args.seed is not None:
-        config["seed"] = args.seed
-    plan = Plan(config, methods)
+        seeds = coerce(args.seed, int | list[int], "--seed", text=True)
+        config["seed"] = seeds
+    plans = seed_plans(config, methods)
     # Another seed's results are never replaced by default.
-    results = Path(args.results or f"results/{plan.name}" + (f"-seed{args.seed}" if args.seed is not None else ""))
+    suffix = "" if seeds is None else "-seed" + "-".join(str(p.seed) for p in plans)
+    results = Path(args.results or f"results/{plans[0].name}{suffix}")
     start = time.perf_counter()
     try:
-        run_experiment(plan, results)
+        run_seeds(plans, results)
     except KeyboardInterrupt as exc:
         raise Interrupted(f"finished stages are kept in {results}: rerun the same command to continue with the "
                           "rest") from exc

@@ -51,7 +51,8 @@ class RunConfig:
 
     name: str = option("run", "The run's name: its results go to results/<name> unless --results says otherwise.")
     model: str = option(DEFAULT_MODEL, "The model every method aligns and every attack fine-tunes.")
-    seed: int = option(DEFAULT_SEED, "The seed of every stage.")
+    seed: int | list[int] = option(DEFAULT_SEED, "The seed of every stage; a list runs the whole experiment once "
+                                   "per seed (into seed-<N>/) and the report gives means and 95% intervals.")
     methods: list[str] = option(factory=lambda: [NON_ALIGNED, "sft", "vaccine", "t-vaccine"],
                                 help="Methods to compare, 'none' for the non-aligned model, or variants named in "
                                      "align.method_options.")
@@ -68,6 +69,9 @@ class RunConfig:
         coerce_fields(self)
         require(self.methods, "methods is empty: list at least one method, e.g. [sft]")
         require(len(set(self.methods)) == len(self.methods), "the run config lists a method twice")
+        seeds = self.seed if isinstance(self.seed, list) else [self.seed]
+        require(seeds, "seed is an empty list: give at least one seed, e.g. [42, 43, 44]")
+        require(len(set(seeds)) == len(seeds), f"seed lists a seed twice: {self.seed}")
 
 
 class Plan:
@@ -77,13 +81,17 @@ class Plan:
     ``align.method_options`` must name a method of the config's own list, so a typo is an error.
     """
 
-    def __init__(self, config: dict, methods: list[str] | None = None):
+    def __init__(self, config: dict, methods: list[str] | None = None, seed: int | None = None):
         run = build_spec(RunConfig, copy.deepcopy(config), "the run config")
         listed = run.methods
         if methods is not None:
             run = dataclasses.replace(run, methods=methods)
-        self.config = {**copy.deepcopy(config), "methods": run.methods}
-        self.name, self.model, self.seed, self.methods = run.name, run.model, run.seed, run.methods
+        if seed is None:
+            require(not isinstance(run.seed, list), "a run config with several seeds makes one plan per seed "
+                                                    "(seed_plans)")
+            seed = run.seed
+        self.config = {**copy.deepcopy(config), "methods": run.methods, "seed": seed}
+        self.name, self.model, self.seed, self.methods = run.name, run.model, seed, run.methods
         self.evaluate_before_attack = run.evaluate_before_attack
         # One process per alignment makes each method's peak memory its own; a smoke run on a tiny
         # model can skip the process start-up (its memory column is then the run's running peak).
@@ -245,6 +253,34 @@ def _align_child(spec: AlignSpec, out: str, threads: int, report) -> None:
         sys.exit(2)
     except KeyboardInterrupt:  # the parent got the same Ctrl-C and says what was kept
         sys.exit(130)
+
+
+def seed_plans(config: dict, methods: list[str] | None = None) -> list[Plan]:
+    """One validated Plan per seed of the config's ``seed`` (a number or a list), all built before any
+    model loads."""
+    seed = build_spec(RunConfig, copy.deepcopy(config), "the run config").seed
+    return [Plan(config, methods, seed=s) for s in (seed if isinstance(seed, list) else [seed])]
+
+
+def run_seeds(plans: list[Plan], results: str | Path, log=print) -> list[dict]:
+    """One seed runs into ``results`` itself; several run into ``results/seed-<N>`` each, and the top
+    level collects every seed's rows in one results.jsonl for the report's means and intervals."""
+    results = Path(results)
+    if len(plans) == 1:
+        return run_experiment(plans[0], results, log)
+    check_output_path(results)
+    rows = []
+    with OutputLock(results):
+        results.mkdir(parents=True, exist_ok=True)
+        config = {**plans[0].config, "seed": [plan.seed for plan in plans]}
+        write_text(results / "run_config.yaml", yaml.safe_dump(config, sort_keys=False))
+        start = time.perf_counter()
+        for plan in plans:
+            log(f"=== seed {plan.seed} ===")
+            rows += run_experiment(plan, results / f"seed-{plan.seed}", log)
+            write_jsonl(results / "results.jsonl", rows)
+        write_json(results / "timing.json", {"wall_s": time.perf_counter() - start})
+    return rows
 
 
 def run_experiment(plan: Plan, results: str | Path, log=print) -> list[dict]:
