@@ -9,14 +9,15 @@ import os
 import re
 
 import pytest
+import torch
 import yaml
 from safetensors.torch import save_file
 
 from tvaccine.cli import main
 
 TINY = ["--model", "tiny-random-llama"]
-# The cases that load the model also show its "Loading weights" bar on stderr.
-PROGRESS_BAR = re.compile(r"\|\s*\d+/\d+ \[")
+# The cases that load the model also show its "Loading weights" bar, and `generate` its load time, on stderr.
+PROGRESS_BAR = re.compile(r"\|\s*\d+/\d+ \[|^\[model loaded in [\d.]+ s\]$")
 RUN = {"model": "tiny-random-llama", "methods": ["sft"], "attack": {"n": 10}}
 
 
@@ -54,11 +55,16 @@ CASES = [
     ("prompts-file-empty", ["generate", "--prompts-file", "blank.txt"], "holds no prompt"),
     ("prompts-file-not-utf8", ["generate", "--prompts-file", "latin1.txt"], "not UTF-8"),
     ("max-new-tokens-cap", ["generate", "hi", "--max-new-tokens", "100000000"], r"\[1, 4096\]"),
+    ("max-new-tokens-zero", ["generate", "hi", "--max-new-tokens", "0"], r"\[1, 4096\]"),
+    ("max-new-tokens-fill-context", ["generate", "hi", "--max-new-tokens", "1024", *TINY],
+     "leaves no room for a prompt in the model's context of 1024 tokens"),
+    ("generate-empty-adapter", ["generate", "hi", "--adapter", "empty_adapter", *TINY], "header too small"),
     ("data-unknown-source", ["data", "show", "nosuchsource"], "unknown data source"),
     ("data-unknown-builtin", ["data", "show", "builtin:nope"], "builtin"),
     ("data-missing-file", ["data", "show", "file:missing.jsonl"], "missing.jsonl"),
     ("data-not-utf8", ["data", "show", "file:latin1.jsonl"], "not UTF-8"),
     ("data-list-field", ["data", "show", "file:list_field.jsonl"], "must be text"),
+    ("data-number-field", ["data", "show", "file:number_field.jsonl"], "'instruction' must be text"),
     ("data-unknown-map-key", ["data", "show", "file:broken.jsonl?foo=instruction"], "unknown key 'foo'"),
     ("data-csv-open-quote", ["data", "show", "file:open_quote.csv"], "unterminated quote"),
     ("report-no-results", ["report", "."], "no results.jsonl"),
@@ -111,6 +117,12 @@ CASES = [
     ("old-flag-evaluate-harmful", ["evaluate", "--out", "out", "--harmful", "x"], "renamed --eval-harmful"),
     ("old-flag-layers-harmful", ["layers", "--harmful", "x"], "renamed --probe-data"),
     ("old-set-tau", align("--method", "vaccine", "--set", "tau=2"), "perturbation_interval"),
+    # layers
+    ("layers-unknown-source", ["layers", "--out", "out", "--probe-data", "nosuch"], "unknown data source"),
+    ("layers-samples-zero", ["layers", "--out", "out", "--samples", "0"], "expected an integer >= 1"),
+    ("layers-out-not-empty", ["layers", "--out", "full", *TINY], "exists and is not empty"),
+    ("layers-answers-cut-away", ["layers", "--out", "out", "--max-length", "2", "--samples", "2", *TINY],
+     "no usable harmful sample .* lose every answer token .* raise the max length"),
     # attack
     ("attack-p-above-1", attack("--p", "1.5"), r"p must be in \[0, 1\]"),
     ("attack-p-negative", attack("--p", "-0.1"), r"p must be in \[0, 1\]"),
@@ -118,6 +130,7 @@ CASES = [
     ("attack-n-text", attack("--n", "twenty"), "expected an integer"),
     ("attack-n-too-large", attack("--n", "100000", "--p", "0.5"), "holds"),
     ("attack-not-adapter", attack("--adapter", "."), "not a LoRA adapter directory"),
+    ("attack-truncated-adapter", attack("--adapter", "cut_adapter"), "truncated or corrupted"),
     ("attack-broken-task", attack("--task", "file:broken.jsonl"), "line 2"),
     ("attack-lr-negative", attack("--learning-rate", "-1"), "learning_rate must be > 0"),
     ("attack-progress-without-every", attack("--progress-n-harmful", "3"), "needs --progress-every"),
@@ -195,6 +208,7 @@ def workdir(tmp_path, monkeypatch):
     (tmp_path / "full" / "keep.txt").write_text("x")
     (tmp_path / "latin1.jsonl").write_bytes('{"instruction": "caf\xe9", "output": "b"}\n'.encode("latin-1"))
     (tmp_path / "list_field.jsonl").write_text('{"instruction": ["a"], "output": "b"}\n')
+    (tmp_path / "number_field.jsonl").write_text('{"instruction": 5, "output": "b"}\n')
     (tmp_path / "open_quote.csv").write_text('instruction,output\n"a,b\n')
     (tmp_path / "damaged").mkdir()
     (tmp_path / "damaged" / "results.jsonl").write_text('{"method": "sft"}\n{"method": \n')
@@ -210,15 +224,19 @@ def workdir(tmp_path, monkeypatch):
     (tmp_path / "cut_model" / "model.safetensors").write_bytes(b"\x10\x00\x00")
     (tmp_path / "case.yaml").write_text(config())
     peft_config = json.dumps({"peft_type": "LORA", "r": 8, "lora_alpha": 4, "target_modules": ["q_proj"]})
-    for name, meta in (("other_adapter", {"num_layers": 99}), ("corrupt_adapter", None)):
+    whole = tmp_path / "whole.safetensors"
+    save_file({"lora_A.weight": torch.zeros(8, 16)}, str(whole))
+    weights = whole.read_bytes()
+    whole.unlink()
+    adapters = {"other_adapter": b"", "corrupt_adapter": os.urandom(64), "empty_adapter": b"",
+                "cut_adapter": weights[:-100]}  # random bytes, no bytes, and a file cut short
+    for name, content in adapters.items():
         folder = tmp_path / name
         folder.mkdir()
         (folder / "adapter_config.json").write_text(peft_config)
-        if meta:
-            save_file({}, str(folder / "adapter_model.safetensors"))
-            (folder / "tvaccine_adapter.json").write_text(json.dumps(meta))
-        else:
-            (folder / "adapter_model.safetensors").write_bytes(os.urandom(64))
+        (folder / "adapter_model.safetensors").write_bytes(content)
+    save_file({}, str(tmp_path / "other_adapter" / "adapter_model.safetensors"))
+    (tmp_path / "other_adapter" / "tvaccine_adapter.json").write_text(json.dumps({"num_layers": 99}))
     return tmp_path
 
 

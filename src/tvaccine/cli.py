@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -186,10 +187,10 @@ def _add_output_options(parser, what: str, resume: bool = False, default: str | 
                             help="Continue an interrupted run from its last checkpoint (see --save-steps)")
 
 
-def _add_set_option(parser, what: str) -> None:
+def _add_set_option(parser, what: str, example: str) -> None:
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
-                        help=f"Any other field of {what}, coerced by its type, e.g. --set weight_decay=0.01 "
-                             "--set exclude_layers=0,1 (repeatable; default: none)")
+                        help=f"Any other field of {what}, coerced by its type, e.g. {example} "
+                             "(repeatable; default: none)")
 
 
 def _positive_int(limit: int | None = None):
@@ -282,7 +283,7 @@ def _generate_options(p) -> None:
 
 
 def cmd_generate(args) -> None:
-    from tvaccine.evaluation.generation import generate_answers
+    from tvaccine.evaluation.generation import context_length, generate
 
     prompts = list(args.prompt)
     if args.prompts_file:
@@ -303,11 +304,15 @@ def cmd_generate(args) -> None:
     start = time.perf_counter()
     model, tokenizer = _load_merged(args, args.adapter)
     print(f"[model loaded in {time.perf_counter() - start:.1f} s]", file=sys.stderr)
-    answers = generate_answers(model, tokenizer, [{"instruction": p} for p in prompts], args.template,
-                               args.max_new_tokens, args.batch_size,
-                               progress=None if len(prompts) == 1 else "generating")
+    answers = generate(model, tokenizer, [{"instruction": p} for p in prompts], args.template, args.max_new_tokens,
+                       args.batch_size, progress=None if len(prompts) == 1 else "generating")
+    cut = sum(a.prompt_truncated for a in answers)
+    if cut:
+        print(f"[{cut} of {len(prompts)} prompts cut to fit the model's context of "
+              f"{context_length(model, tokenizer)} tokens with {args.max_new_tokens} new ones]", file=sys.stderr)
     for prompt, answer in zip(prompts, answers):
-        print(answer if len(prompts) == 1 else f"### {prompt}\n{answer}\n")
+        heading = prompt if len(prompt) <= 200 else prompt[:200] + "..."  # a 10 MB prompt is not echoed whole
+        print(answer.text if len(prompts) == 1 else f"### {heading}\n{answer.text}\n")
 
 
 # ------------------------------------------------------------------------------------------- data
@@ -352,7 +357,8 @@ def _align_options(p) -> None:
     _add_fields(p.add_argument_group("alignment"), AlignSpec, "spec", skip=("train", "method_options"))
     _add_training_options(p, AlignmentConfig)
     _add_method_options(p)
-    _add_set_option(p, "the method's config (a training argument or a method option)")
+    _add_set_option(p, "the method's config (a training argument or a method option)",
+                    "--set adam_beta2=0.95 --set exclude_layers=0,1")
 
 
 def cmd_align(args) -> None:
@@ -423,7 +429,7 @@ def _attack_options(p) -> None:
     group = p.add_argument_group("progress evaluation: score the model every --progress-every steps (its HS curve)")
     _add_fields(group, ProgressSpec, "progress", prefix="progress_")
     _add_fields(group, EvalSpec, "eval", only=("borderline", "judge", "max_new_tokens_harmful", "max_new_tokens_task"))
-    _add_set_option(p, "AttackConfig (a training argument)")
+    _add_set_option(p, "AttackConfig (a training argument)", "--set adam_beta2=0.95 --set max_grad_norm=0.5")
 
 
 def cmd_attack(args) -> None:
@@ -587,8 +593,19 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _progress_bars_for_logs() -> None:
+    """When stderr goes to a log rather than a terminal, tqdm would stack nested bars (a progress
+    evaluation's inside the Trainer's) with cursor-up escape codes that end up in the file; keep every
+    bar on its own line and write it less often. tqdm reads these TQDM_* defaults when it is imported,
+    which no sub-command has done yet; a user's own TQDM_* settings win."""
+    if not sys.stderr.isatty():
+        os.environ.setdefault("TQDM_POSITION", "0")
+        os.environ.setdefault("TQDM_MININTERVAL", "5")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    _progress_bars_for_logs()
     command = next((a for a in argv if not a.startswith("-")), "")
     try:
         args = build_parser(command if command in COMMANDS else "").parse_args(argv)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from tvaccine.data.formatting import IGNORE_INDEX, tokenize_records
 from tvaccine.errors import UserError
 from tvaccine.layer_selection import layer_probabilities, probe_harmful_gradient_norms
@@ -33,7 +35,14 @@ def probe_layers(model, tokenizer, records: list[dict], harmful: str, samples: i
     batches = [{k: v.to(device) for k, v in collate(examples[i:i + batch_size]).items()}
                for i in range(0, len(examples), batch_size)]
     hooks = AttentionHooks(find_decoder_layers(model))
-    norms = probe_harmful_gradient_norms(hooks, batches, lambda batch: model(**batch).loss)
+    # A probe of the default model on a CPU takes minutes: the bar steps as each batch's pass starts.
+    with tqdm(total=len(batches), desc=f"probing {len(hooks.layers)} layers with {len(examples)} samples",
+              unit="batch") as bar:
+        def loss(batch):
+            bar.update()
+            return model(**batch).loss
+
+        norms = probe_harmful_gradient_norms(hooks, batches, loss)
     probabilities = layer_probabilities(norms)
     result = {"harmful": harmful, "samples": len(examples), "norms": norms.tolist(),
               "probabilities": probabilities.tolist()}
