@@ -350,14 +350,14 @@ def test_unterminated_csv_quote_is_reported_as_a_quote(tmp_path):
         load(f"file:{stray}")
 
 
-@pytest.mark.parametrize("value,kind", [(["a", "b"], "list"), (3, "int"), ({"text": "x"}, "dict")])
+@pytest.mark.parametrize("value,kind", [(["a", "b"], "a list"), (3, "a number"), ({"text": "x"}, "an object")])
 def test_a_field_that_is_not_text_is_one_line(tmp_path, value, kind):
     path = tmp_path / "rows.jsonl"
     path.write_text(json.dumps({"instruction": "ok", "output": "fine"}) + "\n"
                     + json.dumps({"instruction": value, "output": "fine"}) + "\n")
     with pytest.raises(UserError) as e:
         load(f"file:{path}")
-    assert one_line(e) == f"{path}, line 2: field 'instruction' must be text, got a {kind}"
+    assert one_line(e) == f"{path}, line 2: field 'instruction' must be text, got {kind}"
 
 
 def test_non_utf8_file_is_one_line_naming_the_file(tmp_path):

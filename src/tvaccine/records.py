@@ -73,11 +73,17 @@ def environment() -> dict:
 
 
 def _git_commit() -> str | None:
-    head = Path(__file__).resolve().parents[2] / ".git"
+    """The checkout's commit, with ``+dirty`` when tracked files differ from it (a worktree's too);
+    None outside a git checkout."""
+    import subprocess
+
+    root = str(Path(__file__).resolve().parents[2])
     try:
-        ref = (head / "HEAD").read_text().strip()
-        if ref.startswith("ref: "):
-            return (head / ref[5:]).read_text().strip()
-        return ref
-    except OSError:
+        head = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
         return None
+    return head.stdout.strip() + ("+dirty" if dirty else "")

@@ -119,5 +119,6 @@ def row_text(where: str, row: dict, key: str) -> str:
     """``row_value`` that must be text: a list, object or number where a sentence belongs is a data error."""
     value = row_value(where, row, key)
     if not isinstance(value, str):
-        raise UserError(f"{where}: field {key!r} must be text, got a {type(value).__name__}")
+        kind = {list: "a list", dict: "an object", int: "a number", float: "a number", bool: "true/false"}
+        raise UserError(f"{where}: field {key!r} must be text, got {kind.get(type(value), type(value).__name__)}")
     return value
