@@ -343,7 +343,7 @@ def add_ratios(results: list[dict]) -> None:
 
 def header(command: str, device: str, dtype: str) -> str:
     """The first lines of every benchmark report: how to run it again and on what it ran."""
-    from tvaccine.records import environment
+    from tvaccine.results_io import environment
 
     env = environment()
     try:

@@ -11,7 +11,7 @@ import yaml
 from tvaccine.cli import main
 from tvaccine.evaluation.evaluate import EvalSpec, score_generations
 from tvaccine.evaluation.robustness import hs_auc
-from tvaccine.records import read_jsonl
+from tvaccine.results_io import read_jsonl
 
 SECRET = "hf_tvaccineTestSecret0123456789"
 

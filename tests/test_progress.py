@@ -10,7 +10,7 @@ from tvaccine.errors import UserError
 from tvaccine.evaluation.evaluate import EvalSpec, evaluate
 from tvaccine.evaluation.progress import ProgressSpec, read_curve
 from tvaccine.evaluation.robustness import hs_auc, steps_to_reach, summarize
-from tvaccine.records import read_jsonl
+from tvaccine.results_io import read_jsonl
 
 EVAL = EvalSpec(task="builtin:sentiment", n_harmful=5, n_task=3, n_borderline=2, max_new_tokens_harmful=6,
                 max_new_tokens_task=3, batch_size=8)

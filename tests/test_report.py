@@ -11,7 +11,7 @@ import pytest
 from tvaccine import report
 from tvaccine.errors import UserError
 from tvaccine.layer_report import outlier_limit, plot_layer_bars, plot_layer_history
-from tvaccine.records import read_jsonl, write_jsonl, write_text
+from tvaccine.results_io import read_jsonl, write_jsonl, write_text
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 

@@ -25,7 +25,7 @@ from tvaccine.errors import UserError
 from tvaccine.methods import METHODS
 from tvaccine.models import DEFAULT_MODEL, add_lora, find_decoder_layers, load_model, resolve_model, save_adapter
 from tvaccine.outputs import OutputDir, check_output_path, partial_dir
-from tvaccine.records import environment, write_json
+from tvaccine.results_io import environment, write_json
 
 
 @dataclass

@@ -29,7 +29,7 @@ from tvaccine.models import (
     save_adapter,
 )
 from tvaccine.outputs import OutputDir, check_output_path, partial_dir
-from tvaccine.records import environment, write_json, write_jsonl
+from tvaccine.results_io import environment, write_json, write_jsonl
 
 
 @dataclass

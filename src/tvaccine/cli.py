@@ -436,7 +436,6 @@ def cmd_attack(args) -> None:
     from tvaccine.attack import AttackConfig, AttackSpec, run_attack
     from tvaccine.config import field_default
     from tvaccine.evaluation.evaluate import EvalSpec
-    from tvaccine.evaluation.judges import check_judge
     from tvaccine.evaluation.progress import ProgressSpec
 
     spec, train = _given(args, "spec"), _given(args, "train")
@@ -451,7 +450,6 @@ def cmd_attack(args) -> None:
             base["template"] = spec["template"]
         plan = ProgressSpec(**schedule)
         progress = {"eval_every": plan.every, "progress_eval": plan.eval_spec(EvalSpec(**base))}
-        check_judge(progress["progress_eval"].judge)
     elif schedule or scoring:
         name = next(iter(schedule)) if schedule else next(iter(scoring))
         flag = _flag(("progress_" if schedule else "") + name)
@@ -478,7 +476,6 @@ def _evaluate_options(p) -> None:
 def cmd_evaluate(args) -> None:
     from tvaccine.config import field_default
     from tvaccine.evaluation.evaluate import EvalSpec, evaluate, evaluation_sets, score_generations
-    from tvaccine.evaluation.judges import check_judge
     from tvaccine.outputs import OutputDir
 
     values = _given(args, "eval")
@@ -495,12 +492,10 @@ def cmd_evaluate(args) -> None:
         if "harmful" in stored:  # written before the field was named eval_harmful
             stored["eval_harmful"] = stored.pop("harmful")
         spec = EvalSpec(**{**stored, "judge": values.get("judge", field_default(EvalSpec, "judge"))})
-        check_judge(spec.judge)
         scores = score_generations(out, spec)
     else:
         spec = EvalSpec(**values)
         evaluation_sets(spec)
-        check_judge(spec.judge)
         _check_model_inputs(args, args.adapter, args.attack_adapter)
         with OutputDir(out, overwrite=args.overwrite) as work:
             model, tokenizer = _load_merged(args, args.adapter, args.attack_adapter)

@@ -11,8 +11,8 @@ from tvaccine.errors import UserError
 from tvaccine.layer_selection import layer_probabilities, probe_harmful_gradient_norms
 from tvaccine.models import find_decoder_layers
 from tvaccine.perturbation import AttentionHooks
-from tvaccine.records import write_json
 from tvaccine.report import LEGEND_FONT, pyplot
+from tvaccine.results_io import write_json
 
 
 def probe_layers(model, tokenizer, records: list[dict], harmful: str, samples: int, batch_size: int, template: str,

@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 
 from tvaccine.errors import Interrupted, UserError
-from tvaccine.records import write_json
+from tvaccine.results_io import write_json
 
 CHECKPOINT_GLOB = "checkpoint-*"
 

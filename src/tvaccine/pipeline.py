@@ -34,13 +34,12 @@ from tvaccine.config import (
 )
 from tvaccine.errors import UserError
 from tvaccine.evaluation.evaluate import EvalSpec, evaluate, evaluation_sets
-from tvaccine.evaluation.judges import check_judge
 from tvaccine.evaluation.progress import ProgressSpec, read_curve
 from tvaccine.evaluation.robustness import summarize
 from tvaccine.methods import METHODS
 from tvaccine.models import DEFAULT_MODEL, merge_adapter, resolve_model
 from tvaccine.outputs import OutputLock, check_output_path
-from tvaccine.records import environment, read_jsonl, write_json, write_jsonl, write_text
+from tvaccine.results_io import environment, read_jsonl, write_json, write_jsonl, write_text
 
 NON_ALIGNED = "none"
 
@@ -105,7 +104,6 @@ class Plan:
             evaluation_sets(self.eval_spec_for(task))  # every evaluation source loads
         for spec in self.settings:
             attack_mixture(spec)  # counts, ratios and train/eval overlap are checked now
-        check_judge(self.eval_spec.judge)
 
     def _align_specs(self, align: dict, listed: list[str]) -> tuple[dict, dict]:
         align = dict(align)

@@ -14,7 +14,7 @@ import statistics
 from pathlib import Path
 
 from tvaccine.errors import UserError
-from tvaccine.records import write_text
+from tvaccine.results_io import write_text
 
 LABELS = {"none": "Non-aligned", "sft": "SFT", "vaccine": "Vaccine", "t-vaccine": "T-Vaccine",
           "repnoise": "RepNoise", "tar": "TAR"}

@@ -17,7 +17,7 @@ from tvaccine.data.sources import load_source, pick_split
 from tvaccine.errors import UserError
 from tvaccine.evaluation.generation import generate, generation_counts
 from tvaccine.evaluation.metrics import accuracy
-from tvaccine.records import read_jsonl, write_json, write_jsonl
+from tvaccine.results_io import read_jsonl, write_json, write_jsonl
 
 EVAL_HARMFUL = "builtin:safety@eval"  # held out from every training split of the built-in data
 MAX_NEW_TOKENS = 4096  # a cap on answer length: beyond it a typo, not a measurement
@@ -57,6 +57,9 @@ class EvalSpec:
                     f"{name} must be in [1, {MAX_NEW_TOKENS}], got {getattr(self, name)}")
         require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         require(self.template in TEMPLATES, f"unknown template {self.template!r}; choose from {', '.join(TEMPLATES)}")
+        from tvaccine.evaluation.judges import check_judge
+
+        check_judge(self.judge)  # here, once per spec: a judge that cannot load fails before any long work
 
 
 def evaluation_sets(spec: EvalSpec) -> dict[str, tuple[list[dict], dict]]:

@@ -16,7 +16,7 @@ from transformers import TrainerCallback
 
 from tvaccine.config import coerce_fields, option, require
 from tvaccine.evaluation.evaluate import EvalSpec, evaluate
-from tvaccine.records import read_jsonl, write_jsonl
+from tvaccine.results_io import read_jsonl, write_jsonl
 
 CURVE_FILE = "progress.jsonl"
 CURVE_KEYS = ("harmful_score", "over_refusal", "finetune_accuracy", "harmful_refusal_rate", "harmful_empty_rate")
