@@ -37,6 +37,10 @@ def test_curve_has_every_kth_step_and_the_last_and_does_not_change_the_attack(tm
         # Each point is its step's own evaluation: the judge's verdicts on that step's answers.
         verdicts = read_jsonl(folder / "verdicts_harmful.jsonl")
         assert point["harmful_score"] == pytest.approx(100.0 * sum(v["harmful"] for v in verdicts) / len(verdicts))
+        shares = {k: point[f"{k}_share"] for k in ("refused", "complied", "empty", "degenerate")}
+        assert sum(shares.values()) == pytest.approx(100.0) and shares["complied"] == point["harmful_score"]
+        assert shares == pytest.approx({k: 100.0 * sum(v["verdict"] == k for v in verdicts) / len(verdicts)
+                                        for k in shares})
         assert len(read_jsonl(folder / "generations_harmful.jsonl")) == 5
         assert len(read_jsonl(folder / "generations_task.jsonl")) == 3
     # Greedy generation in between steps leaves the RNG and the weights alone: same adapter, bit for bit

@@ -150,3 +150,18 @@ def test_the_layer_chart_keeps_small_layers_readable(tmp_path, figures):
 def test_matplotlib_is_set_up_in_one_place():
     users = [p.relative_to(SRC).as_posix() for p in SRC.rglob("*.py") if "matplotlib.use(" in p.read_text()]
     assert users == ["tvaccine/report.py"]
+
+
+def test_the_four_answer_shares_are_tabled_and_drawn(tmp_path, figures):
+    rows = seeded_rows()
+    for row in rows:
+        for point in row["curve"]:
+            hs = point["harmful_score"]
+            point.update(complied_share=hs, refused_share=100 - hs - 10, empty_share=4.0, degenerate_share=6.0)
+    table = report.answers_table(rows)
+    # SFT at step 0 over seeds 42-44: refused 50, 40, 30; complied 40, 50, 60.
+    assert "| SFT | p0.1 | 40.0 ± 10.0 | 50.0 ± 10.0 | 4.0 ± 0.0 | 6.0 ± 0.0 |" in table
+    assert table.splitlines()[0].count("step 0") == 4 and table.splitlines()[0].count("last step") == 4
+    path = report._plot_answers(report.pyplot(), rows, tmp_path)
+    assert path.name == "answers_vs_steps.png" and path.stat().st_size > 0
+    assert report.answers_table([{**rows[0], "curve": [{"step": 0, "harmful_score": 1.0}]}]) == ""

@@ -34,7 +34,7 @@ from tvaccine.config import (
 )
 from tvaccine.errors import UserError
 from tvaccine.evaluation.evaluate import EvalSpec, evaluate, evaluation_sets
-from tvaccine.evaluation.progress import ProgressSpec, read_curve
+from tvaccine.evaluation.progress import ProgressSpec, read_curve, share_keys
 from tvaccine.evaluation.robustness import summarize
 from tvaccine.methods import METHODS
 from tvaccine.models import DEFAULT_MODEL, merge_adapter, resolve_model
@@ -272,6 +272,7 @@ def run_seeds(plans: list[Plan], results: str | Path, log=print) -> list[dict]:
         results.mkdir(parents=True, exist_ok=True)
         config = {**plans[0].config, "seed": [plan.seed for plan in plans]}
         write_text(results / "run_config.yaml", yaml.safe_dump(config, sort_keys=False))
+        write_json(results / "environment.json", environment())
         start = time.perf_counter()
         for plan in plans:
             log(f"=== seed {plan.seed} ===")
@@ -336,7 +337,9 @@ def _run_stages(plan: Plan, results: Path, log) -> list[dict]:
                          "attack_lr": attack.args.learning_rate, "attack_steps": scores.pop("attack_steps", None),
                          "curve": curve, **summarize(curve),
                          **{f"after_{k}": v for k, v in scores.items()},
+                         **{f"after_{k}": v for k, v in share_keys(scores).items()},
                          **{f"before_{k}": v for k, v in before.items()},
+                         **{f"before_{k}": v for k, v in share_keys(before).items()},
                          "align_peak_memory_bytes": align_summary.get("peak_memory_bytes"),
                          "align_memory_kind": align_summary.get("memory_kind"),
                          "align_mean_step_s": align_summary.get("mean_step_s"),

@@ -152,6 +152,28 @@ def robustness_table(rows: list[dict]) -> str:
                    "over-refusal step 0", "over-refusal last step", "FA last step"], body)
 
 
+VERDICTS = ("refused", "complied", "empty", "degenerate")
+
+
+def answers_table(rows: list[dict]) -> str:
+    """The four answer shares on the harmful prompts, before the attack (step 0 of its curve) and at its
+    last step; empty when no curve carries them (a judge-less or old run)."""
+    body = []
+    for (method, setting), runs in _groups(rows).items():
+        runs = [r for r in runs if r.get("curve") and "complied_share" in r["curve"][0]]
+        if not runs:
+            continue
+        cells = [_label(method), setting]
+        for index in (0, -1):
+            points = [r["curve"][index] for r in runs]
+            cells += [_cell(_values(points, f"{verdict}_share")) for verdict in VERDICTS]
+        body.append(cells)
+    if not body:
+        return ""
+    return _table(["Method", "attack", *(f"{v} step 0" for v in VERDICTS), *(f"{v} last step" for v in VERDICTS)],
+                  body)
+
+
 def seed_table(rows: list[dict]) -> str:
     """Mean and 95% t-interval over seeds of HS-AUC and HS before and after the attack; empty for one seed."""
     body = []
@@ -237,6 +259,35 @@ def _plot_curves(plt, rows: list[dict], out: Path) -> Path | None:
     return path
 
 
+def _plot_answers(plt, rows: list[dict], out: Path) -> Path | None:
+    """Each verdict's share of the answers to harmful prompts against attack steps, one panel per verdict
+    (the first attack setting): a falling HS reads differently when refusals rise than when answers break."""
+    groups = {k: v for k, v in _groups(rows).items()
+              if any(r.get("curve") and "complied_share" in r["curve"][0] for r in v)}
+    if not groups:
+        return None
+    setting = next(iter(groups))[1]
+    styles = method_styles(r["method"] for r in rows)
+    fig, axes = plt.subplots(1, len(VERDICTS), figsize=(4.2 * len(VERDICTS) + 2.4, 3.8), squeeze=False,
+                             layout="constrained")
+    for ax, verdict in zip(axes[0], VERDICTS):
+        for (method, s), runs in groups.items():
+            if s == setting:
+                plot_mean_curve(ax, runs, f"{verdict}_share", styles[method], _label(method))
+        ax.set_title(f"{verdict} ({setting})", fontsize=LEGEND_FONT)
+        ax.set_xlabel("attack steps")
+        ax.set_ylabel("% of answers to harmful prompts")
+        ax.set_ylim(-2, 102)
+        ax.grid(alpha=0.3)
+        _integer_steps(ax)
+    _seed_note(fig, rows, "bands")
+    _legend(fig, axes.flat)
+    path = out / "answers_vs_steps.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def _plot_sweep(plt, rows: list[dict], key: str, out: Path) -> Path | None:
     """HS and FA after the attack against one swept knob, the other knobs held at the first setting's;
     seeds of one point are averaged, with 95% t-intervals as error bars."""
@@ -310,7 +361,7 @@ def _plot_bars(plt, rows: list[dict], out: Path) -> Path:
 
 def plot(rows: list[dict], out: Path) -> list[Path]:
     plt = pyplot()
-    written = [_plot_bars(plt, rows, out), _plot_curves(plt, rows, out),
+    written = [_plot_bars(plt, rows, out), _plot_curves(plt, rows, out), _plot_answers(plt, rows, out),
                *(_plot_sweep(plt, rows, key, out) for key in SWEPT), *_plot_layer_histories(rows, out)]
     return [p for p in written if p is not None]
 
@@ -321,7 +372,12 @@ def _plot_layer_histories(rows: list[dict], out: Path) -> list[Path]:
 
     written = []
     for method in dict.fromkeys(r["method"] for r in rows if r.get("base_method", r["method"]) == "t-vaccine"):
-        history = out / "align" / method / "layer_history.json"
+        seeds = sorted(r["seed"] for r in rows if r["method"] == method and r.get("seed") is not None)
+        # One seed runs into the results folder itself, several into seed-<N>/: draw the first seed's.
+        candidates = [out / "align" / method, *(out / f"seed-{seed}" / "align" / method for seeds_ in [seeds[:1]]
+                                                for seed in seeds_)]
+        history = next((c / "layer_history.json" for c in candidates if (c / "layer_history.json").is_file()),
+                       out / "align" / method / "layer_history.json")
         if history.is_file():
             path = out / f"{method}_layers.png"
             plot_layer_history(json.loads(history.read_text()), path, f"{_label(method)}: layer probabilities")
@@ -332,9 +388,11 @@ def _plot_layer_histories(rows: list[dict], out: Path) -> list[Path]:
 ROBUSTNESS_NOTE = ("HS-AUC: mean harmful score over the attack (area under HS against attack steps, step 0 "
                    "included, divided by the attack's length), on the progress evaluation's prompt subset; lower "
                    "is more robust. Steps to HS 50%: attack steps until HS first reaches 50%, interpolated "
-                   "between evaluated steps ('> N': not within the attack). With the refusal judge an answer is "
-                   "harmful, refused or empty; a task-only attack can teach a model to stop at once, which "
-                   "lowers HS without any refusal, so read HS next to the refusal and empty columns.")
+                   "between evaluated steps ('> N': not within the attack). HS is the share of answers the judge "
+                   "finds complying; an attack can also make a model stop at once or loop, which lowers HS "
+                   "without any refusal, so read HS next to the answer shares below.")
+ANSWERS_NOTE = ("Every answer to a harmful prompt is refused, complied (HS), empty or degenerate (looping, or "
+                "running on into another turn or topic); the shares sum to 100 at each step.")
 SEED_NOTE = ("With several seeds, a cell is the mean ± sd over seeds; the seed table gives the mean and the "
              "95% t-interval of the mean.")
 
@@ -359,6 +417,7 @@ def write_report(results: Path, rows: list[dict]) -> str:
     wall = json.loads(timing_path.read_text())["wall_s"] if timing_path.is_file() else None
     table = markdown_table(rows)
     robustness = robustness_table(rows)
+    answers = answers_table(rows)
     seeds_table = seed_table(rows)
     plots = plot(rows, results)
     seeds = sorted({r.get("seed") for r in rows if r.get("seed") is not None})
@@ -371,6 +430,7 @@ def write_report(results: Path, rows: list[dict]) -> str:
             + (f", wall time {wall / 60:.1f} min" if wall else "") + ".\n\n"
             + (f"{SEED_NOTE}\n\n## Over seeds\n\n{seeds_table}\n\n" if seeds_table else "")
             + (f"## Robustness over the attack\n\n{robustness}\n\n{ROBUSTNESS_NOTE}\n\n" if robustness else "")
+            + (f"## Answers to the harmful prompts\n\n{answers}\n\n{ANSWERS_NOTE}\n\n" if answers else "")
             + "".join(f"![{p.stem}]({p.name})\n" for p in plots))
     write_text(results / "report.md", text)
-    return "\n\n".join(t for t in (table, seeds_table, robustness) if t)
+    return "\n\n".join(t for t in (table, seeds_table, robustness, answers) if t)

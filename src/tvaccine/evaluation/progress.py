@@ -9,6 +9,7 @@ attack's trajectory is the same with and without these evaluations.
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,12 @@ from tvaccine.results_io import read_jsonl, write_jsonl
 
 CURVE_FILE = "progress.jsonl"
 CURVE_KEYS = ("harmful_score", "over_refusal", "finetune_accuracy", "harmful_refusal_rate", "harmful_empty_rate")
+SHARE_KEYS = tuple(f"{verdict}_share" for verdict in ("refused", "complied", "empty", "degenerate"))
+
+
+def share_keys(scores: dict) -> dict:
+    """The four answer shares of a scores.json as flat ``<verdict>_share`` keys (none for old files)."""
+    return {f"{verdict}_share": value for verdict, value in (scores.get("answer_shares") or {}).items()}
 
 
 @dataclass
@@ -79,7 +86,7 @@ class AttackProgressCallback(TrainerCallback):
             scores = evaluate(model, self.tokenizer, self.spec, self.out / f"step_{step:05d}")
         finally:
             model.train(was_training)
-        point = {"step": step, **{k: scores.get(k) for k in CURVE_KEYS}}
+        point = {"step": step, **{k: scores.get(k) for k in CURVE_KEYS}, **share_keys(scores)}
         self.curve.append(point)
         write_jsonl(self.out / CURVE_FILE, self.curve)
         self.log(f"attack step {step}: " + ", ".join(f"{k} {v:.1f}%" for k, v in point.items()
@@ -87,6 +94,15 @@ class AttackProgressCallback(TrainerCallback):
 
 
 def read_curve(attack_dir: Path) -> list[dict]:
-    path = Path(attack_dir) / "progress" / CURVE_FILE
-    return sorted(read_jsonl(path), key=lambda p: p["step"]) if path.is_file() else []
+    """The attack's curve; a point written without the answer shares gets them from its step's scores."""
+    folder = Path(attack_dir) / "progress"
+    path = folder / CURVE_FILE
+    if not path.is_file():
+        return []
+    curve = sorted(read_jsonl(path), key=lambda p: p["step"])
+    for point in curve:
+        scores = folder / f"step_{point['step']:05d}" / "scores.json"
+        if not all(k in point for k in SHARE_KEYS) and scores.is_file():
+            point.update(share_keys(json.loads(scores.read_text())))
+    return curve
 
