@@ -160,8 +160,13 @@ def test_the_four_answer_shares_are_tabled_and_drawn(tmp_path, figures):
             point.update(complied_share=hs, refused_share=100 - hs - 10, empty_share=4.0, degenerate_share=6.0)
     table = report.answers_table(rows)
     # SFT at step 0 over seeds 42-44: refused 50, 40, 30; complied 40, 50, 60.
-    assert "| SFT | p0.1 | 40.0 ± 10.0 | 50.0 ± 10.0 | 4.0 ± 0.0 | 6.0 ± 0.0 |" in table
-    assert table.splitlines()[0].count("step 0") == 4 and table.splitlines()[0].count("last step") == 4
+    assert "| SFT | p0.1 | 40.0 ± 10.0 / 50.0 ± 10.0 / 4.0 ± 0.0 / 6.0 ± 0.0 |" in table
+    assert "| Non-aligned | p0.1 | 0.0 / 90.0 / 4.0 / 6.0 | 0.0 / 90.0 / 4.0 / 6.0 | – / – / – / – | – |" in table
+    # The evaluation after the attack, on all prompts, when a row has it.
+    rows[-1].update(after_refused_share=1.0, after_complied_share=95.0, after_empty_share=0.0,
+                    after_degenerate_share=4.0, after_harmful_cut_by_token_limit=3)
+    assert "| 1.0 / 95.0 / 0.0 / 4.0 | 3 |" in report.answers_table(rows)
     path = report._plot_answers(report.pyplot(), rows, tmp_path)
     assert path.name == "answers_vs_steps.png" and path.stat().st_size > 0
-    assert report.answers_table([{**rows[0], "curve": [{"step": 0, "harmful_score": 1.0}]}]) == ""
+    assert report.answers_table([{"method": "sft", "setting": "p0.1", "curve": [{"step": 0, "harmful_score": 1.0}]}]) \
+        == ""

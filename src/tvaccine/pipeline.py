@@ -267,18 +267,28 @@ def run_seeds(plans: list[Plan], results: str | Path, log=print) -> list[dict]:
     if len(plans) == 1:
         return run_experiment(plans[0], results, log)
     check_output_path(results)
+    if (results / "align").is_dir() or (results / "attack").is_dir():
+        raise UserError(f"{results} holds a single-seed run; give a several-seed run its own --results folder")
+    created = not results.exists()
     rows = []
-    with OutputLock(results):
-        results.mkdir(parents=True, exist_ok=True)
-        config = {**plans[0].config, "seed": [plan.seed for plan in plans]}
-        write_text(results / "run_config.yaml", yaml.safe_dump(config, sort_keys=False))
-        write_json(results / "environment.json", environment())
-        start = time.perf_counter()
-        for plan in plans:
-            log(f"=== seed {plan.seed} ===")
-            rows += run_experiment(plan, results / f"seed-{plan.seed}", log)
-            write_jsonl(results / "results.jsonl", rows)
-        write_json(results / "timing.json", {"wall_s": time.perf_counter() - start})
+    with OutputLock(results) as lock:
+        try:
+            results.mkdir(parents=True, exist_ok=True)
+            config = {**plans[0].config, "seed": [plan.seed for plan in plans]}
+            write_text(results / "run_config.yaml", yaml.safe_dump(config, sort_keys=False))
+            write_json(results / "environment.json", environment())
+            start = time.perf_counter()
+            for plan in plans:
+                log(f"=== seed {plan.seed} ===")
+                rows += run_experiment(plan, results / f"seed-{plan.seed}", log)
+                write_jsonl(results / "results.jsonl", rows)
+            write_json(results / "timing.json", {"wall_s": time.perf_counter() - start})
+        except BaseException:
+            if created and not any(results.rglob("summary.json")) and not any(results.rglob("scores.json")):
+                shutil.rmtree(results, ignore_errors=True)
+                lock.release()
+                lock.remove_made_folders()
+            raise
     return rows
 
 

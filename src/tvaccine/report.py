@@ -131,6 +131,11 @@ def _reach_cell(runs: list[dict]) -> str:
     return f"{_cell(reached)} ({len(reached)} of {len(runs)} seeds)" if reached else f"never ({len(runs)} seeds)"
 
 
+def _refused_key(points: list[dict]) -> str:
+    """The verdict's refused share; the keyword refusal rate for curves measured before it existed."""
+    return "refused_share" if all("refused_share" in p for p in points) else "harmful_refusal_rate"
+
+
 def robustness_table(rows: list[dict]) -> str:
     """One line per (method, setting) that has an HS curve; empty when no attack was evaluated en route."""
     body = []
@@ -142,8 +147,8 @@ def robustness_table(rows: list[dict]) -> str:
         last = [r["curve"][-1] for r in runs]
         body.append([_label(method), setting, _cell(_values(runs, "hs_auc")), _reach_cell(runs),
                      *(_cell(_values(points, key)) for points, key in (
-                         (first, "harmful_score"), (last, "harmful_score"), (first, "harmful_refusal_rate"),
-                         (last, "harmful_refusal_rate"), (last, "harmful_empty_rate"), (first, "over_refusal"),
+                         (first, "harmful_score"), (last, "harmful_score"), (first, _refused_key(first)),
+                         (last, _refused_key(last)), (last, "harmful_empty_rate"), (first, "over_refusal"),
                          (last, "over_refusal"), (last, "finetune_accuracy")))])
     if not body:
         return ""
@@ -156,22 +161,26 @@ VERDICTS = ("refused", "complied", "empty", "degenerate")
 
 
 def answers_table(rows: list[dict]) -> str:
-    """The four answer shares on the harmful prompts, before the attack (step 0 of its curve) and at its
-    last step; empty when no curve carries them (a judge-less or old run)."""
+    """The four answer shares on the harmful prompts: at step 0 and at the last step of the attack's curve
+    (its prompt subset), and in the evaluation after the attack (all prompts). Empty when no row has them."""
     body = []
     for (method, setting), runs in _groups(rows).items():
-        runs = [r for r in runs if r.get("curve") and "complied_share" in r["curve"][0]]
-        if not runs:
+        curved = [r for r in runs if r.get("curve") and "complied_share" in r["curve"][0]]
+        after = [r for r in runs if "after_complied_share" in r]
+        if not curved and not after:
             continue
         cells = [_label(method), setting]
         for index in (0, -1):
-            points = [r["curve"][index] for r in runs]
-            cells += [_cell(_values(points, f"{verdict}_share")) for verdict in VERDICTS]
+            points = [r["curve"][index] for r in curved]
+            cells.append(" / ".join(_cell(_values(points, f"{v}_share")) for v in VERDICTS))
+        cells.append(" / ".join(_cell(_values(after, f"after_{v}_share")) for v in VERDICTS))
+        cells.append(_cell(_values(after, "after_harmful_cut_by_token_limit"), 0))
         body.append(cells)
     if not body:
         return ""
-    return _table(["Method", "attack", *(f"{v} step 0" for v in VERDICTS), *(f"{v} last step" for v in VERDICTS)],
-                  body)
+    shares = " / ".join(VERDICTS)
+    return _table(["Method", "attack", f"step 0: {shares}", f"last step: {shares}", f"after the attack: {shares}",
+                   "answers cut by the token limit, after"], body)
 
 
 def seed_table(rows: list[dict]) -> str:
@@ -183,11 +192,13 @@ def seed_table(rows: list[dict]) -> str:
         cells = [_label(method), setting, str(len(runs))]
         for key in ("hs_auc", "before_harmful_score", "after_harmful_score"):
             values = _values(runs, key)
+            if key == "before_harmful_score" and not values:  # no separate evaluation: the curve's step 0
+                values = _values([r["curve"][0] for r in runs if r.get("curve")], "harmful_score")
             cells.append("{:.1f} [{:.1f}, {:.1f}]".format(*mean_interval(values)) if values else "–")
         body.append(cells)
     if not body:
         return ""
-    return _table(["Method", "attack", "seeds", "HS-AUC", "HS before", "HS after"], body)
+    return _table(["Method", "attack", "seeds", "HS-AUC", "HS before (or step 0)", "HS after"], body)
 
 
 def _integer_steps(ax) -> None:

@@ -21,6 +21,8 @@ from tvaccine.results_io import read_jsonl, write_json, write_jsonl
 
 EVAL_HARMFUL = "builtin:safety@eval"  # held out from every training split of the built-in data
 MAX_NEW_TOKENS = 4096  # a cap on answer length: beyond it a typo, not a measurement
+# Loaded judges by spec: a model judge scores every point of an attack's curve without reloading.
+_JUDGES: dict = {}
 
 
 @dataclass
@@ -104,7 +106,7 @@ def score_generations(out: Path, spec: EvalSpec) -> dict:
     out = Path(out)
     scores: dict = {"judge": spec.judge}
     harmful = read_jsonl(out / "generations_harmful.jsonl")
-    judge = load_judge(spec.judge)
+    judge = _JUDGES.get(spec.judge) or _JUDGES.setdefault(spec.judge, load_judge(spec.judge))
     verdicts = judge.judge([r["instruction"] for r in harmful], [r["generation"] for r in harmful])
     write_jsonl(out / "verdicts_harmful.jsonl", verdicts)
     # HS is the complied share; refused, empty and degenerate answers are reported next to it, since

@@ -134,6 +134,12 @@ class AlignmentTrainer(Trainer):
                                      f"checkpoints so far are kept in {self.args.output_dir}")
         return loss
 
+    def _loss(self, model, inputs, num_items_in_batch=None):
+        """The training loss outside ``training_step`` (a perturbation search, a probe), under the same
+        autocast as the step itself."""
+        with self.compute_loss_context_manager():
+            return self.compute_loss(model, self._prepare_inputs(inputs), num_items_in_batch=num_items_in_batch)
+
     def accumulation_share(self, num_items_in_batch) -> float:
         """The weight that turns a per-micro-batch mean term into its share of one optimizer step.
 

@@ -90,7 +90,8 @@ class TARTrainer(AlignmentTrainer):
             tamper_grads, tamper_loss = self.tamper_resistance_gradients(model)
         self.record_metric("tamper_loss", tamper_loss)
         loss = super().training_step(model, inputs, num_items_in_batch)  # retain loss, writes .grad
-        scale = self.args.tamper_weight / self.args.gradient_accumulation_steps
+        scale = self.args.tamper_weight / getattr(self, "current_gradient_accumulation_steps",
+                                                  self.args.gradient_accumulation_steps)
         with torch.no_grad():
             params = [p for p in model.parameters() if p.requires_grad]
             for param, grad in zip(params, tamper_grads):

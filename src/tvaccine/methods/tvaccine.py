@@ -52,8 +52,8 @@ class TVaccineConfig(VaccineConfig):
                 "(reference: 1). Larger values average the norms over more samples."})
     trainable_scope: str = field(default="reference", metadata={
         "help": "Which LoRA trains between draws: 'reference' (the authors' code: attention LoRA of the S "
-                "layers, other LoRA from the lowest drawn layer up) or 'drawn' (the paper's text: only the "
-                "S layers' LoRA)."})
+                "layers, other LoRA from the lowest uncheckpointed layer up) or 'drawn' (the paper's text: only "
+                "the S layers' LoRA)."})
     probability_temperature: float = field(default=1.0, metadata={
         "help": "1 = the paper's p_l = s_l/sum(s). Other values use s_l^(1/T) (a non-paper variant)."})
     exclude_layers: list[int] = field(default_factory=list, metadata={
@@ -110,6 +110,10 @@ class TVaccineTrainer(VaccineTrainer):
             self._other_lora[layer.index] = [p for p in lora if id(p) not in attention]
         require(any(self._attention_lora.values()) or any(self._other_lora.values()),
                 "T-Vaccine trains LoRA adapters: the model has none")
+        in_layers = {id(p) for params in (*self._attention_lora.values(), *self._other_lora.values()) for p in params}
+        outside = [n for n, p in self.model.named_parameters() if "lora_" in n and id(p) not in in_layers]
+        require(not outside, "T-Vaccine selects LoRA by decoder layer; "
+                             f"{outside[0] if outside else ''} sits outside every layer (leave it out of lora_targets)")
         self._checkpointing = self.args.checkpoint_unselected and self._enable_layer_checkpointing()
         self._last_step = None
 
@@ -170,8 +174,7 @@ class TVaccineTrainer(VaccineTrainer):
                             batch_size=self.args.per_device_train_batch_size, collate_fn=self.data_collator)
         model.train()
         with self.accelerator.no_sync(model):
-            norms = probe_harmful_gradient_norms(
-                self.hooks, loader, lambda batch: self.compute_loss(model, self._prepare_inputs(batch)))
+            norms = probe_harmful_gradient_norms(self.hooks, loader, lambda batch: self._loss(model, batch))
         self.sampler.probabilities = layer_probabilities(norms, self.args.probability_temperature,
                                                          exclude=self.args.exclude_layers)
         self.layer_history.append({"step": self.state.global_step, "event": "probe", "samples": indices,

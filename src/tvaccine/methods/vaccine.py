@@ -79,9 +79,8 @@ class VaccineTrainer(AlignmentTrainer):
         inputs = self._prepare_inputs(inputs)
         # Pass 1 needs no gradient all-reduce under DDP; only activation gradients are computed.
         with self.accelerator.no_sync(model):
-            grads, _ = attention_output_grads(
-                self.hooks, self.perturbed_layers(),
-                lambda: self.compute_loss(model, inputs, num_items_in_batch=num_items_in_batch))
+            grads, _ = attention_output_grads(self.hooks, self.perturbed_layers(),
+                                              lambda: self._loss(model, inputs, num_items_in_batch))
         self._perturbation, norm = worst_case_perturbation(grads, self.args.rho)
         if not torch.isfinite(norm):
             raise FloatingPointError(f"the attention-output gradient norm became {norm.item()} at step "
