@@ -114,3 +114,18 @@ def test_a_list_of_seeds_runs_each_seed_and_reports_intervals(tmp_path):
     assert "Over seeds" in report and "95%" in report and "±" in report
     assert main(["run", "--preset", "smoke", "--seed", "0,0", "--results", str(tmp_path / "twice")]) == 2
     assert not (tmp_path / "twice").exists()
+
+
+def test_results_written_before_the_answer_shares_get_them_from_their_saved_scores(tmp_path):
+    from tvaccine.pipeline import load_results
+    from tvaccine.results_io import write_json, write_jsonl
+
+    shares = {"refused": 10.0, "complied": 20.0, "empty": 30.0, "degenerate": 40.0}
+    attack = tmp_path / "attack" / "sft" / "p0.1"
+    write_jsonl(attack / "progress" / "progress.jsonl", [{"step": 0, "harmful_score": 20.0}])
+    write_json(attack / "progress" / "step_00000" / "scores.json", {"harmful_score": 20.0, "answer_shares": shares})
+    write_json(attack / "eval" / "scores.json", {"harmful_score": 20.0, "answer_shares": shares})
+    write_jsonl(tmp_path / "results.jsonl", [{"method": "sft", "setting": "p0.1", "seed": 42,
+                                              "curve": [{"step": 0, "harmful_score": 20.0}]}])
+    row = load_results(tmp_path)[0]
+    assert row["curve"][0]["degenerate_share"] == 40.0 and row["after_refused_share"] == 10.0

@@ -401,6 +401,21 @@ def load_results(results: str | Path) -> list[dict]:
     path = Path(results) / "results.jsonl"
     if not path.is_file():
         raise UserError(f"{results} holds no results.jsonl: is it a `tvaccine run` results directory?")
-    return read_jsonl(path)
+    return [_with_shares(Path(results), row) for row in read_jsonl(path)]
+
+
+def _with_shares(results: Path, row: dict) -> dict:
+    """A row written before the answer shares were collected gets them from its saved scores (the
+    curve points' and the final evaluation's), so an older results folder reports them too."""
+    if not isinstance(row.get("method"), str) or not isinstance(row.get("setting"), str):
+        return row
+    seed_dir = results / f"seed-{row.get('seed')}"
+    attack_dir = (seed_dir if seed_dir.is_dir() else results) / "attack" / row["method"] / row["setting"]
+    if row.get("curve") and "complied_share" not in row["curve"][0] and attack_dir.is_dir():
+        row = {**row, "curve": read_curve(attack_dir)}
+    scores = attack_dir / "eval" / "scores.json"
+    if "after_complied_share" not in row and scores.is_file():
+        row = {**row, **{f"after_{k}": v for k, v in share_keys(json.loads(scores.read_text())).items()}}
+    return row
 
 
