@@ -7,6 +7,7 @@ whose spec is unchanged, and redoes it otherwise.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import itertools
@@ -266,47 +267,46 @@ def run_seeds(plans: list[Plan], results: str | Path, log=print) -> list[dict]:
     results = Path(results)
     if len(plans) == 1:
         return run_experiment(plans[0], results, log)
-    check_output_path(results)
     if (results / "align").is_dir() or (results / "attack").is_dir():
         raise UserError(f"{results} holds a single-seed run; give a several-seed run its own --results folder")
-    created = not results.exists()
     rows = []
+    with _results_folder(results):
+        results.mkdir(parents=True, exist_ok=True)
+        config = {**plans[0].config, "seed": [plan.seed for plan in plans]}
+        write_text(results / "run_config.yaml", yaml.safe_dump(config, sort_keys=False))
+        write_json(results / "environment.json", environment())
+        start = time.perf_counter()
+        for plan in plans:
+            log(f"=== seed {plan.seed} ===")
+            rows += run_experiment(plan, results / f"seed-{plan.seed}", log)
+            write_jsonl(results / "results.jsonl", rows)
+        write_json(results / "timing.json", {"wall_s": time.perf_counter() - start})
+    return rows
+
+
+@contextlib.contextmanager
+def _results_folder(results: Path):
+    """Hold the results folder's lock; a folder this run created is removed again if it fails before
+    any stage finished."""
+    check_output_path(results)
+    created = not results.exists()
     with OutputLock(results) as lock:
         try:
-            results.mkdir(parents=True, exist_ok=True)
-            config = {**plans[0].config, "seed": [plan.seed for plan in plans]}
-            write_text(results / "run_config.yaml", yaml.safe_dump(config, sort_keys=False))
-            write_json(results / "environment.json", environment())
-            start = time.perf_counter()
-            for plan in plans:
-                log(f"=== seed {plan.seed} ===")
-                rows += run_experiment(plan, results / f"seed-{plan.seed}", log)
-                write_jsonl(results / "results.jsonl", rows)
-            write_json(results / "timing.json", {"wall_s": time.perf_counter() - start})
+            yield
         except BaseException:
             if created and not any(results.rglob("summary.json")) and not any(results.rglob("scores.json")):
                 shutil.rmtree(results, ignore_errors=True)
                 lock.release()
                 lock.remove_made_folders()
             raise
-    return rows
 
 
 def run_experiment(plan: Plan, results: str | Path, log=print) -> list[dict]:
     """Every stage of ``plan`` into ``results``, reusing the stages already there. A second run into the
     same folder is refused; a folder this run created is removed again if nothing in it finished."""
     results = Path(results)
-    check_output_path(results)
-    created = not results.exists()
-    with OutputLock(results) as lock:
-        try:
-            return _run_stages(plan, results, log)
-        except BaseException:
-            if created and not any(results.rglob("summary.json")) and not any(results.rglob("scores.json")):
-                shutil.rmtree(results, ignore_errors=True)
-                lock.release()
-                lock.remove_made_folders()
-            raise
+    with _results_folder(results):
+        return _run_stages(plan, results, log)
 
 
 def _run_stages(plan: Plan, results: Path, log) -> list[dict]:

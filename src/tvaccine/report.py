@@ -255,16 +255,22 @@ def _plot_curves(plt, rows: list[dict], out: Path) -> Path | None:
                 plot_mean_curve(axes[0][j], runs, "harmful_score", styles[method], _label(method))
                 plot_mean_curve(axes[1][j], runs, "finetune_accuracy", styles[method], _label(method))
         axes[0][j].set_title(setting, fontsize=LEGEND_FONT)
-        axes[0][j].set_ylabel("harmful score (%)")
-        axes[1][j].set_ylabel("fine-tune accuracy (%)")
-        for ax in (axes[0][j], axes[1][j]):
-            ax.set_xlabel("attack steps")
-            ax.set_ylim(-2, 102)
-            ax.grid(alpha=0.3)
-            _integer_steps(ax)
+        _percent_over_steps(axes[0][j], "harmful score (%)")
+        _percent_over_steps(axes[1][j], "fine-tune accuracy (%)")
+    return _save_curves(plt, fig, axes, rows, out / "hs_vs_steps.png")
+
+
+def _percent_over_steps(ax, ylabel: str) -> None:
+    ax.set_xlabel("attack steps")
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(-2, 102)
+    ax.grid(alpha=0.3)
+    _integer_steps(ax)
+
+
+def _save_curves(plt, fig, axes, rows: list[dict], path: Path) -> Path:
     _seed_note(fig, rows, "bands")
     _legend(fig, axes.flat)
-    path = out / "hs_vs_steps.png"
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
@@ -286,17 +292,8 @@ def _plot_answers(plt, rows: list[dict], out: Path) -> Path | None:
             if s == setting:
                 plot_mean_curve(ax, runs, f"{verdict}_share", styles[method], _label(method))
         ax.set_title(f"{verdict} ({setting})", fontsize=LEGEND_FONT)
-        ax.set_xlabel("attack steps")
-        ax.set_ylabel("% of answers to harmful prompts")
-        ax.set_ylim(-2, 102)
-        ax.grid(alpha=0.3)
-        _integer_steps(ax)
-    _seed_note(fig, rows, "bands")
-    _legend(fig, axes.flat)
-    path = out / "answers_vs_steps.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+        _percent_over_steps(ax, "% of answers to harmful prompts")
+    return _save_curves(plt, fig, axes, rows, out / "answers_vs_steps.png")
 
 
 def _plot_sweep(plt, rows: list[dict], key: str, out: Path) -> Path | None:

@@ -106,7 +106,9 @@ def score_generations(out: Path, spec: EvalSpec) -> dict:
     out = Path(out)
     scores: dict = {"judge": spec.judge}
     harmful = read_jsonl(out / "generations_harmful.jsonl")
-    judge = _JUDGES.get(spec.judge) or _JUDGES.setdefault(spec.judge, load_judge(spec.judge))
+    if spec.judge not in _JUDGES:
+        _JUDGES[spec.judge] = load_judge(spec.judge)
+    judge = _JUDGES[spec.judge]
     verdicts = judge.judge([r["instruction"] for r in harmful], [r["generation"] for r in harmful])
     write_jsonl(out / "verdicts_harmful.jsonl", verdicts)
     # HS is the complied share; refused, empty and degenerate answers are reported next to it, since
