@@ -367,14 +367,16 @@ def _plot_bars(plt, rows: list[dict], out: Path) -> Path:
     return path
 
 
-def plot(rows: list[dict], out: Path) -> list[Path]:
+def plot(rows: list[dict], out: Path, results: Path | None = None) -> list[Path]:
+    """The charts into ``out``; T-Vaccine's layer histories are read from ``results`` (default: ``out``)."""
     plt = pyplot()
     written = [_plot_bars(plt, rows, out), _plot_curves(plt, rows, out), _plot_answers(plt, rows, out),
-               *(_plot_sweep(plt, rows, key, out) for key in SWEPT), *_plot_layer_histories(rows, out)]
+               *(_plot_sweep(plt, rows, key, out) for key in SWEPT),
+               *_plot_layer_histories(rows, out, results or out)]
     return [p for p in written if p is not None]
 
 
-def _plot_layer_histories(rows: list[dict], out: Path) -> list[Path]:
+def _plot_layer_histories(rows: list[dict], out: Path, results: Path) -> list[Path]:
     """T-Vaccine's layer probabilities over its alignment, one chart per T-Vaccine run."""
     from tvaccine.layer_report import plot_layer_history
 
@@ -382,10 +384,10 @@ def _plot_layer_histories(rows: list[dict], out: Path) -> list[Path]:
     for method in dict.fromkeys(r["method"] for r in rows if r.get("base_method", r["method"]) == "t-vaccine"):
         seeds = sorted(r["seed"] for r in rows if r["method"] == method and r.get("seed") is not None)
         # One seed runs into the results folder itself, several into seed-<N>/: draw the first seed's.
-        candidates = [out / "align" / method, *(out / f"seed-{seed}" / "align" / method for seeds_ in [seeds[:1]]
-                                                for seed in seeds_)]
+        candidates = [results / "align" / method, *(results / f"seed-{seed}" / "align" / method
+                                                    for seeds_ in [seeds[:1]] for seed in seeds_)]
         history = next((c / "layer_history.json" for c in candidates if (c / "layer_history.json").is_file()),
-                       out / "align" / method / "layer_history.json")
+                       results / "align" / method / "layer_history.json")
         if history.is_file():
             path = out / f"{method}_layers.png"
             plot_layer_history(json.loads(history.read_text()), path, f"{_label(method)}: layer probabilities")
@@ -416,8 +418,11 @@ def check_rows(results: Path, rows: list[dict]) -> None:
                             "is it a `tvaccine run` results file?")
 
 
-def write_report(results: Path, rows: list[dict]) -> str:
+def write_report(results: Path, rows: list[dict], out: Path | None = None) -> str:
+    """report.md and its charts for the rows of ``results``, written into ``out`` (default: ``results``
+    itself), so that a committed results folder can be re-rendered elsewhere without changing it."""
     results = Path(results)
+    out = Path(out) if out is not None else results
     check_rows(results, rows)
     env_path = results / "environment.json"
     env = json.loads(env_path.read_text()) if env_path.is_file() else {}
@@ -427,7 +432,8 @@ def write_report(results: Path, rows: list[dict]) -> str:
     robustness = robustness_table(rows)
     answers = answers_table(rows)
     seeds_table = seed_table(rows)
-    plots = plot(rows, results)
+    out.mkdir(parents=True, exist_ok=True)
+    plots = plot(rows, out, results)
     seeds = sorted({r.get("seed") for r in rows if r.get("seed") is not None})
     text = (f"# tvaccine results: {results.name}\n\n{table}\n\n"
             f"HS: % of answers to unseen harmful prompts flagged by the judge `{rows[0].get('judge')}`; "
@@ -440,5 +446,5 @@ def write_report(results: Path, rows: list[dict]) -> str:
             + (f"## Robustness over the attack\n\n{robustness}\n\n{ROBUSTNESS_NOTE}\n\n" if robustness else "")
             + (f"## Answers to the harmful prompts\n\n{answers}\n\n{ANSWERS_NOTE}\n\n" if answers else "")
             + "".join(f"![{p.stem}]({p.name})\n" for p in plots))
-    write_text(results / "report.md", text)
+    write_text(out / "report.md", text)
     return "\n\n".join(t for t in (table, seeds_table, robustness, answers) if t)
