@@ -1,5 +1,7 @@
 """Scoring the model during the attack (the HS curve) and the robustness summary of a curve."""
 
+import json
+
 import pytest
 from transformers import TrainerCallback
 
@@ -27,7 +29,8 @@ def attack_spec(save_steps=None, **changes):
 def test_curve_has_every_kth_step_and_the_last_and_does_not_change_the_attack(tmp_path):
     quiet = dict(log=lambda *a: None)
     run_attack(attack_spec(), tmp_path / "plain", **quiet)
-    _, _, summary = run_attack(attack_spec(eval_every=2, progress_eval=EVAL), tmp_path / "curve", **quiet)
+    _, _, summary = run_attack(attack_spec(eval_every=2, progress_eval=EVAL, progress_generate="every"),
+                               tmp_path / "curve", **quiet)
     curve = read_curve(tmp_path / "curve")
     assert [p["step"] for p in curve] == [0, 2, 4, 5]
     for point in curve:
@@ -47,6 +50,41 @@ def test_curve_has_every_kth_step_and_the_last_and_does_not_change_the_attack(tm
     # (dropout is on, so a consumed random number would show).
     assert_same_adapter(tmp_path / "plain", tmp_path / "curve")
     assert summary["steps"] == 5
+
+
+def test_by_default_answers_are_generated_at_the_ends_and_forward_metrics_at_every_point(tmp_path):
+    _, _, _ = run_attack(attack_spec(eval_every=2, progress_eval=EVAL), tmp_path / "a", log=lambda *a: None)
+    curve = read_curve(tmp_path / "a")
+    assert [p["step"] for p in curve] == [0, 2, 4, 5]
+    generated = [p["step"] for p in curve if p["harmful_score"] is not None]
+    assert generated == [0, 5]
+    for point in curve:
+        folder = tmp_path / "a" / "progress" / f"step_{point['step']:05d}"
+        assert (folder / "generations_harmful.jsonl").is_file() == (point["step"] in generated)
+        assert point["alignment_loss"] > 0 and point["drift"] >= 0
+        scores = json.loads((folder / "scores.json").read_text())
+        assert len(read_jsonl(folder / "forward_alignment.jsonl")) == scores["n_alignment"] > 0
+    # Before the first step the attack's fresh LoRA is zero: the model is the aligned one, no drift.
+    assert curve[0]["drift"] == pytest.approx(0.0, abs=1e-8)
+    assert curve[-1]["drift"] > 0
+
+
+def test_run_attack_can_leave_the_last_answers_to_the_evaluation_after_it(tmp_path):
+    from tvaccine.evaluation.progress import fill_last_point
+    from tvaccine.models import merge_adapter
+
+    spec = attack_spec(eval_every=5, progress_eval=EVAL)
+    model, tokenizer, _ = run_attack(spec, tmp_path / "a", log=lambda *a: None, generate_last=False)
+    assert read_curve(tmp_path / "a")[-1]["harmful_score"] is None
+    final = EvalSpec(**{**EVAL.__dict__, "n_harmful": 8, "n_task": 5})
+    evaluate(merge_adapter(model), tokenizer, final, tmp_path / "eval")
+    fill_last_point(tmp_path / "a" / "progress", tmp_path / "eval", spec.progress_eval)
+    last = read_curve(tmp_path / "a")[-1]
+    rows = read_jsonl(tmp_path / "a" / "progress" / "step_00005" / "generations_harmful.jsonl")
+    assert rows == read_jsonl(tmp_path / "eval" / "generations_harmful.jsonl")[:5]
+    verdicts = read_jsonl(tmp_path / "a" / "progress" / "step_00005" / "verdicts_harmful.jsonl")
+    assert last["harmful_score"] == pytest.approx(100.0 * sum(v["harmful"] for v in verdicts) / 5)
+    assert last["alignment_loss"] is not None
 
 
 def test_curve_endpoints_are_the_models_before_and_after_the_attack(tmp_path):

@@ -25,11 +25,13 @@ from tvaccine.errors import UserError
 from tvaccine.methods import METHODS
 from tvaccine.models import DEFAULT_MODEL, add_lora, find_decoder_layers, load_model, resolve_model, save_adapter
 from tvaccine.outputs import OutputDir, check_output_path, partial_dir
+from tvaccine.precision import PRECISIONS, SpecPrecision, trainer_precision_fields
 from tvaccine.results_io import environment, write_json
+from tvaccine.timing import breakdown, snapshot, timed
 
 
 @dataclass
-class AlignSpec:
+class AlignSpec(SpecPrecision):
     """Everything that defines an alignment run; saved next to its adapter as ``spec.json``."""
 
     method: str = option("sft", "Alignment method.", choices=tuple(METHODS))
@@ -53,7 +55,10 @@ class AlignSpec:
     lora_targets: list[str] | None = option(None, "Module names to put LoRA on (none: every projection in the "
                                             "decoder layers).")
     seed: int = option(DEFAULT_SEED, "Seed of the data order, the LoRA initialisation and the method's draws.")
-    dtype: str | None = option(None, "Weights' dtype (none: fp32 on CPU, bf16 on GPU).", choices=DTYPES)
+    precision: str = option("auto", "Compute precision: auto (bf16 on a GPU and on a CPU with native bf16, fp32 "
+                            "elsewhere), fp32 or bf16.", choices=PRECISIONS)
+    dtype: str | None = option(None, "Weights' dtype, overriding the precision's (none: bf16 on a GPU under bf16, "
+                               "else fp32).", choices=DTYPES)
     trust_remote_code: bool = option(False, "Allow custom modeling code from the hub.")
     allow_pickle: bool = option(False, "Allow pickled .bin weights (loading a pickle can run code).")
     train: dict = option(factory=dict, help="TrainingArguments fields of the method's config (learning_rate, "
@@ -66,6 +71,7 @@ class AlignSpec:
         require(self.method in METHODS, f"unknown method {self.method!r}; choose from {', '.join(METHODS)}")
         require(self.template in TEMPLATES, f"unknown template {self.template!r}; choose from {', '.join(TEMPLATES)}")
         require(self.dtype is None or self.dtype in DTYPES, f"unknown dtype {self.dtype!r}; use {', '.join(DTYPES)}")
+        require(self.precision in PRECISIONS, f"unknown precision {self.precision!r}; use {', '.join(PRECISIONS)}")
         require(self.max_length >= 8, f"max_length must be >= 8 tokens, got {self.max_length}")
         for name in ("n_safety", "n_benign"):
             value = getattr(self, name)
@@ -73,7 +79,8 @@ class AlignSpec:
         check_lora(self.lora_r, self.lora_alpha, self.lora_dropout)
         # The method's config is built here, once: a bad knob fails now, not after the model loaded.
         self._args = training_arguments(METHODS[self.method][0], self.train, self.method_options, self.method,
-                                        seed=self.seed, data_seed=self.seed)
+                                        seed=self.seed, data_seed=self.seed,
+                                        **trainer_precision_fields(self.precision, self.train))
 
     @property
     def args(self):
@@ -182,6 +189,7 @@ def run_alignment(spec: AlignSpec, out: str | Path, overwrite: bool = False, res
     out = Path(out)
     check_output_path(out)
     resolve_model(spec.model, spec.allow_pickle)  # a wrong model path fails before anything is written
+    since = snapshot()
     records = alignment_records(spec)
     trainer_class = METHODS[spec.method][1]
     harmful_records = harmful_records_for(trainer_class.harmful_data, records, spec)
@@ -190,8 +198,9 @@ def run_alignment(spec: AlignSpec, out: str | Path, overwrite: bool = False, res
     with OutputDir(out, overwrite, resume, dataclasses.asdict(spec), config) as work, known_warnings_silenced():
         if work.resumed_from is not None:
             log(f"resuming {out} from step {work.resumed_from} (its last checkpoint)")
-        model, tokenizer = load_model(spec.model, dtype=spec.dtype, trust_remote_code=spec.trust_remote_code,
-                                      allow_pickle=spec.allow_pickle)
+        with timed("model load"):
+            model, tokenizer = load_model(spec.model, dtype=spec.weights_dtype,
+                                          trust_remote_code=spec.trust_remote_code, allow_pickle=spec.allow_pickle)
         model.config.use_cache = False
         num_layers = len(find_decoder_layers(model))
         tokenized = tokenize_records(records, tokenizer, spec.template, spec.max_length)
@@ -210,13 +219,15 @@ def run_alignment(spec: AlignSpec, out: str | Path, overwrite: bool = False, res
         log(f"aligning {spec.model} with {spec.method}: {len(tokenized.examples)} samples "
             f"({tokenized.dropped} dropped by truncation), {num_layers} layers")
         start = time.perf_counter()
-        trainer.train(resume_from_checkpoint=True if resume else None)
+        with timed("training"):
+            trainer.train(resume_from_checkpoint=True if resume else None)
         wall = time.perf_counter() - start
 
         summary = {"method": spec.method, "model": spec.model, "samples": len(tokenized.examples),
                    "dropped_by_truncation": tokenized.dropped, "wall_s": wall, "num_layers": num_layers,
+                   "precision": spec.precision_used,
                    "final_loss": next((e["loss"] for e in reversed(trainer.state.log_history) if "loss" in e), None),
-                   **run_summary(trainer, work)}
+                   **run_summary(trainer, work), "phases": breakdown(0.0, since)["phases"]}
         if not work.writer:
             return summary
         save_adapter(trainer.model, work.path / "adapter", spec.model)

@@ -17,6 +17,7 @@ from tvaccine.data.mixture import build_mixture
 from tvaccine.data.sources import load_source, parse_spec, pick_split
 from tvaccine.errors import UserError
 from tvaccine.evaluation.evaluate import EVAL_HARMFUL, EvalSpec
+from tvaccine.evaluation.progress import GENERATE
 from tvaccine.methods import SFTConfig, SFTTrainer
 from tvaccine.models import (
     DEFAULT_MODEL,
@@ -29,7 +30,9 @@ from tvaccine.models import (
     save_adapter,
 )
 from tvaccine.outputs import OutputDir, check_output_path, partial_dir
+from tvaccine.precision import PRECISIONS, SpecPrecision, trainer_precision_fields
 from tvaccine.results_io import environment, write_json, write_jsonl
+from tvaccine.timing import timed
 
 
 @dataclass
@@ -45,7 +48,7 @@ class AttackConfig(SFTConfig):
 
 
 @dataclass
-class AttackSpec:
+class AttackSpec(SpecPrecision):
     """Everything that defines one attack; saved next to its adapter as ``spec.json``."""
 
     model: str = option(DEFAULT_MODEL, "Hub id, local directory or .gguf file (the default runs offline).")
@@ -65,7 +68,10 @@ class AttackSpec:
                                       "for a GSM8K task and 1 otherwise).")
     lora_dropout: float = option(0.1, "LoRA dropout.")
     seed: int = option(DEFAULT_SEED, "Seed of the mixture, the LoRA initialisation and the data order.")
-    dtype: str | None = option(None, "Weights' dtype (none: fp32 on CPU, bf16 on GPU).", choices=DTYPES)
+    precision: str = option("auto", "Compute precision: auto (bf16 on a GPU and on a CPU with native bf16, fp32 "
+                            "elsewhere), fp32 or bf16.", choices=PRECISIONS)
+    dtype: str | None = option(None, "Weights' dtype, overriding the precision's (none: bf16 on a GPU under bf16, "
+                               "else fp32).", choices=DTYPES)
     trust_remote_code: bool = option(False, "Allow custom modeling code from the hub.")
     allow_pickle: bool = option(False, "Allow pickled .bin weights (loading a pickle can run code).")
     train: dict = option(factory=dict, help="TrainingArguments fields (learning_rate, num_train_epochs, max_steps, "
@@ -73,6 +79,9 @@ class AttackSpec:
     eval_every: int | None = option(None, "Score the model every this many steps (and before the first): the "
                                     "harmful-score curve of the attack.")
     progress_eval: EvalSpec | None = option(None, "What those evaluations score (a small fixed subset of prompts).")
+    progress_generate: str = option("ends", "Where the progress evaluation generates answers: at the first and last "
+                                    "point (ends) or at every point (every); forward-only metrics at every point.",
+                                    choices=GENERATE)
 
     def __post_init__(self):
         coerce_fields(self)
@@ -81,6 +90,7 @@ class AttackSpec:
         require(self.max_length >= 8, f"max_length must be >= 8 tokens, got {self.max_length}")
         require(self.template in TEMPLATES, f"unknown template {self.template!r}; choose from {', '.join(TEMPLATES)}")
         require(self.dtype is None or self.dtype in DTYPES, f"unknown dtype {self.dtype!r}; use {', '.join(DTYPES)}")
+        require(self.precision in PRECISIONS, f"unknown precision {self.precision!r}; use {', '.join(PRECISIONS)}")
         check_lora(self.lora_r, self.lora_alpha, self.lora_dropout)
         require(self.eval_every is None or self.eval_every >= 1,
                 f"the attack's evaluation interval must be >= 1 step, got {self.eval_every}")
@@ -89,12 +99,13 @@ class AttackSpec:
         if self.aligned_adapter:
             check_adapter(self.aligned_adapter)
         self._args = training_arguments(AttackConfig, self.train, {}, "the attack", seed=self.seed,
-                                        data_seed=self.seed)
+                                        data_seed=self.seed, **trainer_precision_fields(self.precision, self.train))
 
     @property
     def args(self) -> AttackConfig:
         """The attack's TrainingArguments, built once from ``train``; read only."""
         return self._args
+
 
     def resolved_lora_alpha(self) -> float:
         """``lora_alpha``, or the papers' rule when it is unset: 0.5 on GSM8K, 1 on every other task."""
@@ -107,21 +118,30 @@ def attack_mixture(spec: AttackSpec) -> list[dict]:
     benign = pick_split(load_source(spec.task), "train")
     harmful = pick_split(load_source(spec.harmful_data), "harmful", "train")
     eval_prompts = pick_split(load_source(spec.eval_harmful), "eval", "test") if spec.eval_harmful else []
+    if spec.progress_eval is not None and spec.progress_eval.forward_harmful:  # the forward-only pairs too
+        from tvaccine.evaluation.forward_metrics import instrument_sets
+
+        eval_prompts = [*eval_prompts, *instrument_sets(None, spec.progress_eval.forward_harmful,
+                                                        spec.progress_eval.n_forward)["pairs"]]
     return build_mixture(benign, harmful, spec.n, spec.p, spec.seed, eval_prompts)
 
 
 def load_aligned(spec: AttackSpec):
     """The model the user receives: base weights with the alignment LoRA merged in."""
-    model, tokenizer = load_model(spec.model, dtype=spec.dtype, device="cpu" if spec.args.use_cpu else None,
-                                  allow_pickle=spec.allow_pickle, trust_remote_code=spec.trust_remote_code)
+    with timed("model load"):
+        model, tokenizer = load_model(spec.model, dtype=spec.weights_dtype,
+                                      device="cpu" if spec.args.use_cpu else None, allow_pickle=spec.allow_pickle,
+                                      trust_remote_code=spec.trust_remote_code)
     if spec.aligned_adapter:
         model = merge_adapter(load_adapter(model, spec.aligned_adapter))
     return model, tokenizer
 
 
 def run_attack(spec: AttackSpec, out: str | Path, overwrite: bool = False, resume: bool = False, callbacks=(),
-               log=print):
-    """Fine-tune on the mixture; returns ``(model with attack LoRA, tokenizer, summary)``."""
+               log=print, generate_last: bool = True):
+    """Fine-tune on the mixture; returns ``(model with attack LoRA, tokenizer, summary)``. With
+    ``generate_last`` False the progress curve's last point leaves its answers to the evaluation that
+    follows (``tvaccine run`` does that: the same model, a superset of the same prompts)."""
     from datasets import Dataset
     from transformers import DataCollatorForSeq2Seq, set_seed
 
@@ -152,17 +172,22 @@ def run_attack(spec: AttackSpec, out: str | Path, overwrite: bool = False, resum
                              processing_class=tokenizer, callbacks=list(callbacks))
         numeric_log_lines(trainer)
         if spec.eval_every:
+            # Added after the trainer's own step-time meter, so evaluation time is not counted as step time.
+            from tvaccine.evaluation.evaluate import forward_instrument
             from tvaccine.evaluation.progress import AttackProgressCallback
 
-            # Added after the trainer's own step-time meter, so evaluation time is not counted as step time.
+            instrument = forward_instrument(spec.progress_eval, tokenizer)
             trainer.add_callback(AttackProgressCallback(spec.progress_eval, spec.eval_every, work.path / "progress",
-                                                        tokenizer, log))
+                                                        tokenizer, log, instrument, spec.progress_generate,
+                                                        generate_last))
         harmful_count = sum(r["is_harmful"] for r in mixture)
         log(f"attacking {spec.aligned_adapter or 'the non-aligned model'}: n={spec.n}, p={spec.p} "
             f"({harmful_count} harmful), {len(tokenized.examples)} samples kept")
         start = time.perf_counter()
-        trainer.train(resume_from_checkpoint=True if resume else None)
-        summary = {"n": spec.n, "p": spec.p, "harmful_samples": harmful_count, "samples": len(tokenized.examples),
+        with timed("training"):
+            trainer.train(resume_from_checkpoint=True if resume else None)
+        summary = {"precision": spec.precision_used,
+                   "n": spec.n, "p": spec.p, "harmful_samples": harmful_count, "samples": len(tokenized.examples),
                    "dropped_by_truncation": tokenized.dropped, "lora_alpha": spec.resolved_lora_alpha(),
                    "wall_s": time.perf_counter() - start, **run_summary(trainer, work)}
         model = trainer.model

@@ -424,11 +424,13 @@ def _attack_options(p) -> None:
     from tvaccine.evaluation.progress import ProgressSpec
 
     _add_output_options(p, "attack adapter, mixture, logs", resume=True)
-    _add_fields(p.add_argument_group("attack"), AttackSpec, "spec", skip=("train", "eval_every", "progress_eval"))
+    _add_fields(p.add_argument_group("attack"), AttackSpec, "spec",
+                skip=("train", "eval_every", "progress_eval", "progress_generate"))
     _add_training_options(p, AttackConfig)
     group = p.add_argument_group("progress evaluation: score the model every --progress-every steps (its HS curve)")
     _add_fields(group, ProgressSpec, "progress", prefix="progress_")
-    _add_fields(group, EvalSpec, "eval", only=("borderline", "judge", "max_new_tokens_harmful", "max_new_tokens_task"))
+    _add_fields(group, EvalSpec, "eval", only=("borderline", "judge", "max_new_tokens_harmful", "max_new_tokens_task",
+                                               "forward_refusals", "forward_harmful", "n_forward"))
     _add_set_option(p, "AttackConfig (a training argument)", "--set adam_beta2=0.95 --set max_grad_norm=0.5")
 
 
@@ -449,7 +451,8 @@ def cmd_attack(args) -> None:
         if "template" in spec:
             base["template"] = spec["template"]
         plan = ProgressSpec(**schedule)
-        progress = {"eval_every": plan.every, "progress_eval": plan.eval_spec(EvalSpec(**base))}
+        progress = {"eval_every": plan.every, "progress_eval": plan.eval_spec(EvalSpec(**base)),
+                    "progress_generate": plan.generate}
     elif schedule or scoring:
         name = next(iter(schedule)) if schedule else next(iter(scoring))
         flag = _flag(("progress_" if schedule else "") + name)
@@ -475,7 +478,7 @@ def _evaluate_options(p) -> None:
 
 def cmd_evaluate(args) -> None:
     from tvaccine.config import field_default
-    from tvaccine.evaluation.evaluate import EvalSpec, evaluate, evaluation_sets, score_generations
+    from tvaccine.evaluation.evaluate import EvalSpec, evaluate, evaluation_sets, forward_instrument, score_generations
     from tvaccine.outputs import OutputDir
 
     values = _given(args, "eval")
@@ -498,8 +501,17 @@ def cmd_evaluate(args) -> None:
         evaluation_sets(spec)
         _check_model_inputs(args, args.adapter, args.attack_adapter)
         with OutputDir(out, overwrite=args.overwrite) as work:
-            model, tokenizer = _load_merged(args, args.adapter, args.attack_adapter)
-            scores = evaluate(model, tokenizer, spec, work.path)
+            model, tokenizer = _load_merged(args, args.adapter)
+            instrument = forward_instrument(spec, tokenizer)
+            if args.attack_adapter:  # the drift is measured from the model before this adapter
+                from tvaccine.models import load_adapter, merge_adapter
+
+                model = load_adapter(model, args.attack_adapter)
+                if instrument is not None:
+                    with model.disable_adapter():
+                        instrument.set_reference(model)
+                model = merge_adapter(model)
+            scores = evaluate(model, tokenizer, spec, work.path, instrument)
     print(json.dumps(scores, indent=2))
 
 
@@ -520,8 +532,7 @@ def _run_options(p) -> None:
 
 def cmd_run(args) -> None:
     from tvaccine.config import coerce, load_config
-    from tvaccine.pipeline import load_results, run_seeds, seed_plans
-    from tvaccine.report import write_report
+    from tvaccine.pipeline import run_and_report, seed_plans
 
     config = load_config(args.preset, args.config)
     methods = None
@@ -539,11 +550,11 @@ def cmd_run(args) -> None:
     results = Path(args.results or f"results/{plans[0].name}{suffix}")
     start = time.perf_counter()
     try:
-        run_seeds(plans, results)
+        report = run_and_report(plans, results)
     except KeyboardInterrupt as exc:
         raise Interrupted(f"finished stages are kept in {results}: rerun the same command to continue with the "
                           "rest") from exc
-    print(write_report(results, load_results(results)))
+    print(report)
     print(f"\nreport: {results / 'report.md'} (wall time {(time.perf_counter() - start) / 60:.1f} min)")
 
 

@@ -34,13 +34,15 @@ from tvaccine.config import (
     type_hints,
 )
 from tvaccine.errors import UserError
-from tvaccine.evaluation.evaluate import EvalSpec, evaluate, evaluation_sets
-from tvaccine.evaluation.progress import ProgressSpec, read_curve, share_keys
+from tvaccine.evaluation.evaluate import EvalSpec, evaluate, evaluation_sets, forward_instrument
+from tvaccine.evaluation.progress import ProgressSpec, fill_last_point, read_curve, share_keys
 from tvaccine.evaluation.robustness import summarize
 from tvaccine.methods import METHODS
 from tvaccine.models import DEFAULT_MODEL, merge_adapter, resolve_model
 from tvaccine.outputs import OutputLock, check_output_path
+from tvaccine.precision import PRECISIONS
 from tvaccine.results_io import environment, read_jsonl, write_json, write_jsonl, write_text
+from tvaccine.timing import add_phase, breakdown, snapshot, timed
 
 NON_ALIGNED = "none"
 
@@ -56,6 +58,8 @@ class RunConfig:
     methods: list[str] = option(factory=lambda: [NON_ALIGNED, "sft", "vaccine", "t-vaccine"],
                                 help="Methods to compare, 'none' for the non-aligned model, or variants named in "
                                      "align.method_options.")
+    precision: str = option("auto", "Compute precision of every stage: auto (bf16 on a GPU and on a CPU with native "
+                            "bf16, fp32 elsewhere), fp32 or bf16.", choices=PRECISIONS)
     evaluate_before_attack: bool = option(False, "Also evaluate each aligned model before the attack.")
     isolate_alignment: bool = option(True, "Align each method in its own process, so its peak memory is its own.")
     align: dict = option(factory=dict, help="AlignSpec fields; method_options maps each method or variant to "
@@ -92,13 +96,17 @@ class Plan:
             seed = run.seed
         self.config = {**copy.deepcopy(config), "methods": run.methods, "seed": seed}
         self.name, self.model, self.seed, self.methods = run.name, run.model, seed, run.methods
+        self.precision = run.precision
         self.evaluate_before_attack = run.evaluate_before_attack
         # One process per alignment makes each method's peak memory its own; a smoke run on a tiny
         # model can skip the process start-up (its memory column is then the run's running peak).
         self.isolate_alignment = run.isolate_alignment
         resolve_model(self.model)  # a wrong model path fails now
         self.base_methods, self.align_specs = self._align_specs(run.align, listed)
-        self.eval_spec = build_spec(EvalSpec, run.evaluate, "evaluate")
+        for section, values in (("align", run.align), ("attack", run.attack), ("evaluate", run.evaluate)):
+            require("precision" not in values, f"{section}.precision: set precision at the top level of the run "
+                                               "config (it is the same for every stage)")
+        self.eval_spec = build_spec(EvalSpec, {**run.evaluate, "precision": self.precision}, "evaluate")
         self.progress = build_spec(ProgressSpec, run.progress, "progress") if run.progress is not None else None
         self.settings = self._attack_settings(run.attack)
         for task in dict.fromkeys(spec.task for spec in self.settings):
@@ -135,6 +143,7 @@ class Plan:
             train = entry.pop("train", {})
             require(isinstance(train, dict), f"align.method_options.{label}.train: expected a mapping, got {train!r}")
             spec = build_spec(AlignSpec, {**align, "method": base, "model": self.model, "seed": self.seed,
+                                          "precision": self.precision,
                                           "train": {**shared_train, **train}, "method_options": entry},
                               f"align ({label})")
             if label in self.methods:
@@ -183,9 +192,10 @@ class Plan:
             task = coerce(setting.get("task", field_default(AttackSpec, "task")), str, "attack.task")
             progress = {}
             if self.progress:
-                progress = {"eval_every": self.progress.every,
+                progress = {"eval_every": self.progress.every, "progress_generate": self.progress.generate,
                             "progress_eval": self.progress.eval_spec(self.eval_spec_for(task))}
             settings.append(build_spec(AttackSpec, {**setting, "model": self.model, "seed": self.seed,
+                                                    "precision": self.precision,
                                                     "eval_harmful": self.eval_spec.eval_harmful, **progress},
                                        "attack"))
         return settings
@@ -275,12 +285,12 @@ def run_seeds(plans: list[Plan], results: str | Path, log=print) -> list[dict]:
         config = {**plans[0].config, "seed": [plan.seed for plan in plans]}
         write_text(results / "run_config.yaml", yaml.safe_dump(config, sort_keys=False))
         write_json(results / "environment.json", environment())
-        start = time.perf_counter()
+        start, since = time.perf_counter(), snapshot()
         for plan in plans:
             log(f"=== seed {plan.seed} ===")
             rows += run_experiment(plan, results / f"seed-{plan.seed}", log)
             write_jsonl(results / "results.jsonl", rows)
-        write_json(results / "timing.json", {"wall_s": time.perf_counter() - start})
+        write_json(results / "timing.json", breakdown(time.perf_counter() - start, since))
     return rows
 
 
@@ -313,7 +323,7 @@ def _run_stages(plan: Plan, results: Path, log) -> list[dict]:
     results.mkdir(parents=True, exist_ok=True)
     write_text(results / "run_config.yaml", yaml.safe_dump(plan.config, sort_keys=False))
     write_json(results / "environment.json", environment())
-    start = time.perf_counter()
+    start, since = time.perf_counter(), snapshot()
     rows = []
     for method in plan.methods:
         align_dir = results / "align" / method
@@ -327,10 +337,14 @@ def _run_stages(plan: Plan, results: Path, log) -> list[dict]:
                 # A new alignment invalidates everything measured on the old one.
                 for stale in (results / "attack" / method, results / "before_attack" / method):
                     shutil.rmtree(stale, ignore_errors=True)
-                if plan.isolate_alignment:
-                    _align_in_subprocess(spec, align_dir)
-                else:
-                    run_alignment(spec, align_dir, overwrite=True, log=log)
+                with timed(f"align {method}"):
+                    if plan.isolate_alignment:
+                        _align_in_subprocess(spec, align_dir)
+                        for phase, cost in json.loads((align_dir / "summary.json").read_text()).get(
+                                "phases", {}).items():  # the child's own breakdown
+                            add_phase(phase, cost["s"])
+                    else:
+                        run_alignment(spec, align_dir, overwrite=True, log=log)
             adapter = str(align_dir / "adapter")
             align_summary = json.loads((align_dir / "summary.json").read_text())
         before = {}
@@ -342,7 +356,7 @@ def _run_stages(plan: Plan, results: Path, log) -> list[dict]:
             attack_dir = results / "attack" / method / Plan.setting_name(attack)
             scores = _attack_and_evaluate(plan, attack, attack_dir, log)
             curve = read_curve(attack_dir)
-            rows.append({"method": method, "base_method": plan.base_methods[method],
+            rows.append({"method": method, "base_method": plan.base_methods[method], "precision": attack.precision_used,
                          "setting": Plan.setting_name(attack), "p": attack.p, "n": attack.n,
                          "attack_lr": attack.args.learning_rate, "attack_steps": scores.pop("attack_steps", None),
                          "curve": curve, **summarize(curve),
@@ -356,7 +370,7 @@ def _run_stages(plan: Plan, results: Path, log) -> list[dict]:
                          "align_final_loss": align_summary.get("final_loss"),
                          "seed": plan.seed, "judge": plan.eval_spec.judge})
             write_jsonl(results / "results.jsonl", rows)
-    write_json(results / "timing.json", {"wall_s": time.perf_counter() - start})
+    write_json(results / "timing.json", breakdown(time.perf_counter() - start, since))
     return rows
 
 
@@ -364,8 +378,9 @@ def _evaluate_stage(plan: Plan, eval_spec: EvalSpec, out: Path, adapter: str | N
     spec = {"adapter": adapter, "eval": dataclasses.asdict(eval_spec), "model": plan.model}
     if _same_spec(out, spec, "scores.json"):
         return json.loads((out / "scores.json").read_text())
-    model, tokenizer = load_aligned(dataclasses.replace(plan.settings[0], aligned_adapter=adapter))
-    scores = evaluate(model, tokenizer, eval_spec, out)
+    with timed(f"evaluation before the attack {out.name}"):
+        model, tokenizer = load_aligned(dataclasses.replace(plan.settings[0], aligned_adapter=adapter))
+        scores = evaluate(model, tokenizer, eval_spec, out, forward_instrument(eval_spec, tokenizer))
     write_json(out / "spec.json", spec)
     log(f"[{out.name}] before attack: {_brief(scores)}")
     return scores
@@ -379,9 +394,14 @@ def _attack_and_evaluate(plan: Plan, attack: AttackSpec, out: Path, log) -> dict
         log(f"[{out}] found, reused")
         scores = json.loads((eval_dir / "scores.json").read_text())
     else:
-        model, tokenizer, summary = run_attack(attack, out, overwrite=True, log=log)
-        # Merged, the adapter costs nothing per generated token (unmerged LoRA made generation 3x slower here).
-        scores = evaluate(merge_adapter(model), tokenizer, spec, eval_dir)
+        label = out.parent.name
+        with timed(f"attack {label}"):
+            model, tokenizer, summary = run_attack(attack, out, overwrite=True, log=log, generate_last=False)
+        with timed(f"final evaluation {label}"):
+            # Merged, the adapter costs nothing per generated token (unmerged LoRA made generation 3x slower here).
+            scores = evaluate(merge_adapter(model), tokenizer, spec, eval_dir)
+            if attack.progress_eval is not None:  # the curve's last point: this model, the first n prompts
+                fill_last_point(out / "progress", eval_dir, attack.progress_eval)
         write_json(eval_dir / "spec.json", eval_spec)
         log(f"[{out}] after attack: {_brief(scores)}")
     scores["attack_steps"] = json.loads((out / "summary.json").read_text())["steps"]
@@ -395,6 +415,21 @@ def _brief(scores: dict) -> str:
     if "over_refusal" in scores:
         parts.append(f"over-refusal {scores['over_refusal']:.1f}%")
     return ", ".join(parts)
+
+
+def run_and_report(plans: list[Plan], results: str | Path, log=print) -> str:
+    """``run_seeds`` then the report; ``timing.json`` accounts for the whole wall time, the report's included
+    (the report itself shows the breakdown up to the report)."""
+    from tvaccine.report import write_report
+
+    results = Path(results)
+    start, since = time.perf_counter(), snapshot()
+    run_seeds(plans, results, log)
+    write_json(results / "timing.json", breakdown(time.perf_counter() - start, since))
+    with timed("report"):
+        text = write_report(results, load_results(results))
+    write_json(results / "timing.json", breakdown(time.perf_counter() - start, since))
+    return text
 
 
 def load_results(results: str | Path) -> list[dict]:

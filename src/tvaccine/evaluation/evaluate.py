@@ -17,7 +17,9 @@ from tvaccine.data.sources import load_source, pick_split
 from tvaccine.errors import UserError
 from tvaccine.evaluation.generation import generate, generation_counts
 from tvaccine.evaluation.metrics import accuracy
+from tvaccine.precision import PRECISIONS
 from tvaccine.results_io import read_jsonl, write_json, write_jsonl
+from tvaccine.timing import timed
 
 EVAL_HARMFUL = "builtin:safety@eval"  # held out from every training split of the built-in data
 MAX_NEW_TOKENS = 4096  # a cap on answer length: beyond it a typo, not a measurement
@@ -45,6 +47,16 @@ class EvalSpec:
     max_new_tokens_harmful: int = option(128, f"Tokens per answer to a harmful prompt (at most {MAX_NEW_TOKENS}).")
     max_new_tokens_task: int = option(200, f"Tokens per answer to a task prompt (at most {MAX_NEW_TOKENS}).")
     batch_size: int = option(16, "Prompts generated at once.")
+    precision: str = option("auto", "Compute precision of generation and the forward-only metrics: auto (bf16 on "
+                            "a GPU and on a CPU with native bf16, fp32 elsewhere), fp32 or bf16.",
+                            choices=PRECISIONS)
+    forward_refusals: str | None = option(EVAL_HARMFUL, "Held-out harmful prompts with refusals, scored without "
+                                          "generation: the alignment loss and the embedding drift (none: skip).",
+                                          metavar="SOURCE")
+    forward_harmful: str | None = option(None, "Held-out harmful prompts with real harmful answers (e.g. "
+                                         "beavertails:<file>), scored without generation: the harmful loss and the "
+                                         "refusal preference (none: skip).", metavar="SOURCE")
+    n_forward: int = option(64, "Samples of each forward-only set (the first n).")
 
     def __post_init__(self):
         coerce_fields(self)
@@ -58,6 +70,8 @@ class EvalSpec:
             require(1 <= getattr(self, name) <= MAX_NEW_TOKENS,
                     f"{name} must be in [1, {MAX_NEW_TOKENS}], got {getattr(self, name)}")
         require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        require(self.precision in PRECISIONS, f"unknown precision {self.precision!r}; use {', '.join(PRECISIONS)}")
+        require(self.n_forward >= 1, f"n_forward must be >= 1, got {self.n_forward}")
         require(self.template in TEMPLATES, f"unknown template {self.template!r}; choose from {', '.join(TEMPLATES)}")
         from tvaccine.evaluation.judges import check_judge
 
@@ -137,11 +151,41 @@ def score_generations(out: Path, spec: EvalSpec) -> dict:
         scores["over_refusal"] = 100.0 * sum(is_refusal(r["generation"]) for r in borderline) / max(len(borderline), 1)
         scores["n_borderline"] = len(borderline)
         _cut_counts(scores, "borderline", borderline)
+    from tvaccine.evaluation.forward_metrics import saved_forward_scores
+
+    scores.update(saved_forward_scores(out))  # re-scoring keeps the forward-only metrics measured with it
+    previous = out / "scores.json"
+    if previous.is_file() and "precision" in (saved := json.loads(previous.read_text())):
+        scores["precision"] = saved["precision"]  # how the saved answers were computed
     write_json(out / "scores.json", scores)
     write_json(out / "eval_spec.json", dataclasses.asdict(spec))
     return scores
 
 
-def evaluate(model, tokenizer, spec: EvalSpec, out: Path) -> dict:
-    generate_all(model, tokenizer, spec, Path(out))
-    return score_generations(Path(out), spec)
+def forward_instrument(spec: EvalSpec, tokenizer):
+    """The forward-only metrics of ``spec`` (``forward_metrics``), or None when it names no data."""
+    from tvaccine.evaluation.forward_metrics import ForwardInstrument, instrument_sets
+
+    sets = instrument_sets(spec.forward_refusals, spec.forward_harmful, spec.n_forward)
+    return ForwardInstrument(sets, tokenizer, spec.template, batch_size=spec.batch_size) if sets else None
+
+
+def evaluate(model, tokenizer, spec: EvalSpec, out: Path, instrument=None, generate: bool = True) -> dict:
+    """Generate and score (unless ``generate`` is False), and add the forward-only metrics of
+    ``instrument`` (whose reference gives the drift); every input and verdict is saved under ``out``."""
+    from tvaccine.precision import autocast, describe
+
+    out = Path(out)
+    device = next(model.parameters()).device
+    scores = {}
+    if generate:
+        with timed("generation"), autocast(spec.precision, device):
+            generate_all(model, tokenizer, spec, out)
+        scores = score_generations(out, spec)
+    if instrument is not None:
+        with timed("forward metrics"), autocast(spec.precision, device):
+            scores.update(instrument.measure(model, out))
+    scores["precision"] = describe(spec.precision, device)
+    write_json(out / "scores.json", scores)
+    write_json(out / "eval_spec.json", dataclasses.asdict(spec))
+    return scores
