@@ -23,11 +23,14 @@ from tvaccine.data.formatting import IGNORE_INDEX, TEMPLATES, tokenize_records
 from tvaccine.data.sources import load_source, pick_split, require_outputs
 from tvaccine.errors import UserError
 from tvaccine.methods import METHODS
+from tvaccine.model_card import write_run_card
 from tvaccine.models import DEFAULT_MODEL, add_lora, find_decoder_layers, load_model, resolve_model, save_adapter
 from tvaccine.outputs import OutputDir, check_output_path, partial_dir
 from tvaccine.precision import PRECISIONS, SpecPrecision, trainer_precision_fields
-from tvaccine.results_io import environment, write_json
+from tvaccine.results_io import environment, write_json, write_jsonl
 from tvaccine.timing import breakdown, snapshot, timed
+
+BENIGN_ANSWERS = ("self", "given")
 
 
 @dataclass
@@ -39,6 +42,11 @@ class AlignSpec(SpecPrecision):
     safety_data: str = option("builtin:safety@align", "Harmful prompts with refusals to align on.", metavar="SOURCE")
     benign_data: str | None = option("builtin:helpful@train", "Benign instructions mixed in ('' for none): "
                                      "refusal-only data teaches a small model to refuse everything.", metavar="SOURCE")
+    benign_answers: str = option("self", "The benign answers trained on: the model's own greedy answers to the "
+                                 "benign instructions, generated once and cached (self), or the source's (given).",
+                                 choices=BENIGN_ANSWERS)
+    benign_max_new_tokens: int = option(80, "Token limit of the model's own benign answers; answers that do not "
+                                        "end within it are left out.")
     n_safety: int | None = option(None, "Refusal samples to use (none: the whole split).")
     n_benign: int | None = option(None, "Benign samples (none: as many as refusal samples).")
     probe_data: str = option("builtin:safety@harmful", "Harmful prompts with compliant answers, for the methods "
@@ -72,6 +80,10 @@ class AlignSpec(SpecPrecision):
         require(self.template in TEMPLATES, f"unknown template {self.template!r}; choose from {', '.join(TEMPLATES)}")
         require(self.dtype is None or self.dtype in DTYPES, f"unknown dtype {self.dtype!r}; use {', '.join(DTYPES)}")
         require(self.precision in PRECISIONS, f"unknown precision {self.precision!r}; use {', '.join(PRECISIONS)}")
+        require(self.benign_answers in BENIGN_ANSWERS,
+                f"benign_answers must be one of {', '.join(BENIGN_ANSWERS)}, got {self.benign_answers!r}")
+        require(1 <= self.benign_max_new_tokens <= 4096,
+                f"benign_max_new_tokens must be in [1, 4096], got {self.benign_max_new_tokens}")
         require(self.max_length >= 8, f"max_length must be >= 8 tokens, got {self.max_length}")
         for name in ("n_safety", "n_benign"):
             value = getattr(self, name)
@@ -94,9 +106,23 @@ def check_lora(r: int, alpha: float | None, dropout: float) -> None:
     require(0 <= dropout < 1, f"lora_dropout must be in [0, 1), got {dropout}")
 
 
-def alignment_records(spec: AlignSpec) -> list[dict]:
+def benign_instructions(spec: AlignSpec) -> list[dict]:
+    """The benign split in the source's order (its answers are needed only with ``benign_answers: given``)."""
+    if not spec.benign_data:
+        return []
+    benign = list(pick_split(load_source(spec.benign_data), "train"))
+    if spec.benign_answers == "given":
+        require_outputs(benign, spec.benign_data)
+    elif not benign:
+        raise UserError(f"{spec.benign_data} holds no benign instruction")
+    return benign
+
+
+def alignment_records(spec: AlignSpec, benign: list[dict] | None = None, log=print) -> list[dict]:
     """Refusals on harmful prompts mixed with benign instructions: refusal-only data teaches a
-    small model to refuse everything."""
+    small model to refuse everything. ``benign`` replaces the source's benign answers (the model's own);
+    without it, the source's records are used, so everything but the model's answers is checked
+    before the model loads."""
     rng = random.Random(spec.seed)
     # Sources that pair a harmful answer with a refusal (RepNoise / DecodingTrust refusal files) are
     # aligned on the refusal.
@@ -107,11 +133,15 @@ def alignment_records(spec: AlignSpec) -> list[dict]:
     safety = safety[:spec.n_safety] if spec.n_safety is not None else safety
     records = list(safety)
     if spec.benign_data:
-        benign = list(pick_split(load_source(spec.benign_data), "train"))
-        require_outputs(benign, spec.benign_data)
+        distilled = benign is not None
+        benign = list(benign) if distilled else benign_instructions(spec)
         rng.shuffle(benign)
         wanted = len(safety) if spec.n_benign is None else spec.n_benign
-        if wanted > len(benign):
+        if wanted > len(benign) and distilled:  # how many answers end on their own is known only now
+            log(f"{wanted} benign samples asked for, the model ended {len(benign)} of its answers on its own: "
+                f"aligning on those {len(benign)}")
+            wanted = len(benign)
+        elif wanted > len(benign):
             raise UserError(f"{wanted} benign alignment samples asked for, {spec.benign_data} holds {len(benign)}")
         records += benign[:wanted]
     if not records:
@@ -190,7 +220,7 @@ def run_alignment(spec: AlignSpec, out: str | Path, overwrite: bool = False, res
     check_output_path(out)
     resolve_model(spec.model, spec.allow_pickle)  # a wrong model path fails before anything is written
     since = snapshot()
-    records = alignment_records(spec)
+    records = alignment_records(spec, log=log)  # checks the data before the model loads
     trainer_class = METHODS[spec.method][1]
     harmful_records = harmful_records_for(trainer_class.harmful_data, records, spec)
     config = copy.copy(spec.args)
@@ -201,6 +231,20 @@ def run_alignment(spec: AlignSpec, out: str | Path, overwrite: bool = False, res
         with timed("model load"):
             model, tokenizer = load_model(spec.model, dtype=spec.weights_dtype,
                                           trust_remote_code=spec.trust_remote_code, allow_pickle=spec.allow_pickle)
+        provenance = {"source": spec.benign_data or None, "answers": spec.benign_answers}
+        if spec.benign_data and spec.benign_answers == "self":
+            from tvaccine.data.self_distill import self_distilled
+            from tvaccine.models import cache_dir
+            from tvaccine.precision import autocast
+
+            with timed("self-distillation"), autocast(spec.precision, model.device):
+                benign, distilled = self_distilled(model, tokenizer, benign_instructions(spec), spec.template,
+                                                   spec.benign_max_new_tokens, spec.precision_used,
+                                                   cache_dir() / "self_distilled", log=log)
+            provenance.update(distilled)
+            records = alignment_records(spec, benign, log)
+            write_jsonl(work.path / "benign_answers.jsonl", benign)
+        write_json(work.path / "benign_answers.json", provenance)
         model.config.use_cache = False
         num_layers = len(find_decoder_layers(model))
         tokenized = tokenize_records(records, tokenizer, spec.template, spec.max_length)
@@ -225,12 +269,13 @@ def run_alignment(spec: AlignSpec, out: str | Path, overwrite: bool = False, res
 
         summary = {"method": spec.method, "model": spec.model, "samples": len(tokenized.examples),
                    "dropped_by_truncation": tokenized.dropped, "wall_s": wall, "num_layers": num_layers,
-                   "precision": spec.precision_used,
+                   "precision": spec.precision_used, "benign_answers": provenance,
                    "final_loss": next((e["loss"] for e in reversed(trainer.state.log_history) if "loss" in e), None),
                    **run_summary(trainer, work), "phases": breakdown(0.0, since)["phases"]}
         if not work.writer:
             return summary
         save_adapter(trainer.model, work.path / "adapter", spec.model)
+        write_run_card(work.path / "adapter", spec, summary)  # README.md, the card push_to_hub shows
         write_json(work.path / "training_args.json", json.loads(config.to_json_string()))
         write_json(work.path / "train_log.json", trainer.state.log_history)
         write_json(work.path / "environment.json", environment())
