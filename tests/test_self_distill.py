@@ -71,7 +71,8 @@ def test_alignment_trains_on_the_models_own_answers_and_saves_them(tmp_path, mon
     saved = [json.loads(line) for line in (tmp_path / "out" / "benign_answers.jsonl").read_text().splitlines()]
     assert provenance["answers"] == "self" and provenance["source"] == "builtin:helpful@train"
     assert provenance["kept"] == len(saved) == (provenance["answered"] + 1) // 2
-    assert summary["samples"] + summary["dropped_by_truncation"] == 4 + len(saved)  # n_benign above what ended: every kept answer, said in the log
+    # n_benign above what ended: every kept answer is trained on (the log says so)
+    assert summary["samples"] + summary["dropped_by_truncation"] == 4 + len(saved)
     assert all(r["output"].startswith("answer ") for r in saved)
     assert summary["benign_answers"]["model"] == provenance["model"]
 
