@@ -158,6 +158,45 @@ def robustness_table(rows: list[dict]) -> str:
 
 
 VERDICTS = ("refused", "complied", "empty", "degenerate")
+# The forward-only metrics: (curve key, axis label, digits).
+FORWARD = (("alignment_loss", "alignment loss (NLL of refusals)", 3), ("harmful_loss", "harmful loss (NLL)", 3),
+           ("refusal_preference", "refusal preferred (%)", 1), ("drift", "embedding drift", 2))
+
+
+def forward_table(rows: list[dict]) -> str:
+    """The forward-only metrics at step 0 and at the last step of each curve, with the area under the
+    refusal-preference curve; empty when no curve has them."""
+    body = []
+    for (method, setting), runs in _groups(rows).items():
+        runs = [r for r in runs if r.get("curve") and any(p.get("alignment_loss") is not None for p in r["curve"])]
+        if not runs:
+            continue
+        first, last = [r["curve"][0] for r in runs], [r["curve"][-1] for r in runs]
+        cells = [_label(method), setting]
+        for key, _, digits in FORWARD:
+            if key == "drift":  # zero before the attack by definition
+                cells.append(_cell(_values(last, key), digits))
+            else:
+                cells.append(f"{_cell(_values(first, key), digits)} → {_cell(_values(last, key), digits)}")
+        cells.append(_cell(_values(runs, "rp_auc")))
+        body.append(cells)
+    if not body:
+        return ""
+    return _table(["Method", "attack", "alignment loss, step 0 → last", "harmful loss, step 0 → last",
+                   "refusal preferred %, step 0 → last", "drift, last step", "refusal-preference AUC"], body)
+
+
+def timing_table(timing: dict) -> str:
+    """Where the wall time went (timing.json), the largest phases first; empty without phases."""
+    phases = timing.get("phases") or {}
+    if not phases:
+        return ""
+    wall = timing["wall_s"]
+    body = [[name, f"{p['s']:.1f}", f"{100 * p['s'] / wall:.1f}", str(p["count"])]
+            for name, p in sorted(phases.items(), key=lambda item: -item[1]["s"]) if p["s"] >= 0.05]
+    body.append(["(no phase)", f"{timing.get('unaccounted_s', 0.0):.1f}",
+                 f"{100 * timing.get('unaccounted_s', 0.0) / wall:.1f}", ""])
+    return _table(["phase", "seconds", "% of wall", "times"], body)
 
 
 def answers_table(rows: list[dict]) -> str:
@@ -276,6 +315,27 @@ def _save_curves(plt, fig, axes, rows: list[dict], path: Path) -> Path:
     return path
 
 
+def _plot_forward(plt, rows: list[dict], out: Path) -> Path | None:
+    """The four forward-only metrics against attack steps, one panel each (the first attack setting)."""
+    groups = {k: v for k, v in _groups(rows).items()
+              if any(r.get("curve") and r["curve"][0].get("alignment_loss") is not None for r in v)}
+    if not groups:
+        return None
+    setting = next(iter(groups))[1]
+    styles = method_styles(r["method"] for r in rows)
+    fig, axes = plt.subplots(1, len(FORWARD), figsize=(4.2 * len(FORWARD) + 2.4, 3.8), squeeze=False,
+                             layout="constrained")
+    for ax, (key, label, _) in zip(axes[0], FORWARD):
+        for (method, s), runs in groups.items():
+            if s == setting:
+                plot_mean_curve(ax, runs, key, styles[method], _label(method))
+        ax.set_title(f"{label} ({setting})", fontsize=LEGEND_FONT)
+        ax.set_xlabel("attack steps")
+        ax.grid(alpha=0.3)
+        _integer_steps(ax)
+    return _save_curves(plt, fig, axes, rows, out / "forward_vs_steps.png")
+
+
 def _plot_answers(plt, rows: list[dict], out: Path) -> Path | None:
     """Each verdict's share of the answers to harmful prompts against attack steps, one panel per verdict
     (the first attack setting): a falling HS reads differently when refusals rise than when answers break."""
@@ -370,7 +430,8 @@ def _plot_bars(plt, rows: list[dict], out: Path) -> Path:
 def plot(rows: list[dict], out: Path, results: Path | None = None) -> list[Path]:
     """The charts into ``out``; T-Vaccine's layer histories are read from ``results`` (default: ``out``)."""
     plt = pyplot()
-    written = [_plot_bars(plt, rows, out), _plot_curves(plt, rows, out), _plot_answers(plt, rows, out),
+    written = [_plot_bars(plt, rows, out), _plot_curves(plt, rows, out), _plot_forward(plt, rows, out),
+               _plot_answers(plt, rows, out),
                *(_plot_sweep(plt, rows, key, out) for key in SWEPT),
                *_plot_layer_histories(rows, out, results or out)]
     return [p for p in written if p is not None]
@@ -403,6 +464,12 @@ ROBUSTNESS_NOTE = ("HS-AUC: mean harmful score over the attack (area under HS ag
                    "without any refusal, so read HS next to the answer shares below.")
 ANSWERS_NOTE = ("Every answer to a harmful prompt is refused, complied (HS), empty or degenerate (looping, or "
                 "running on into another turn or topic); the shares sum to 100 at each step.")
+FORWARD_NOTE = ("Measured without generation at every point of the attack, on held-out data: the alignment loss "
+                "is the mean per-token NLL of a refusal to an unseen harmful prompt, the harmful loss that of a real "
+                "harmful answer; refusal preferred is the share of harmful prompts on which the refusal has the "
+                "lower NLL of the pair; drift is the mean squared L2 distance of the last layer's hidden states "
+                "on held-out alignment samples from the model before the attack (the Vaccine paper's harmful "
+                "embedding drift). The refusal-preference AUC is its mean over the attack (higher: more robust).")
 SEED_NOTE = ("With several seeds, a cell is the mean ± sd over seeds; the seed table gives the mean and the "
              "95% t-interval of the mean.")
 
@@ -427,7 +494,11 @@ def write_report(results: Path, rows: list[dict], out: Path | None = None) -> st
     env_path = results / "environment.json"
     env = json.loads(env_path.read_text()) if env_path.is_file() else {}
     timing_path = results / "timing.json"
-    wall = json.loads(timing_path.read_text())["wall_s"] if timing_path.is_file() else None
+    timing = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
+    wall = timing.get("wall_s")
+    forward = forward_table(rows)
+    times = timing_table(timing)
+    precisions = sorted({r["precision"] for r in rows if r.get("precision")})
     table = markdown_table(rows)
     robustness = robustness_table(rows)
     answers = answers_table(rows)
@@ -441,10 +512,14 @@ def write_report(results: Path, rows: list[dict], out: Path | None = None) -> st
             f"Seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds)) or None}, "
             f"commit {env.get('git_commit')}, torch {env.get('torch')}, "
             f"transformers {env.get('transformers')}, peft {env.get('peft')}"
+            + (f", precision {' and '.join(precisions)}" if precisions else "")
             + (f", wall time {wall / 60:.1f} min" if wall else "") + ".\n\n"
             + (f"{SEED_NOTE}\n\n## Over seeds\n\n{seeds_table}\n\n" if seeds_table else "")
             + (f"## Robustness over the attack\n\n{robustness}\n\n{ROBUSTNESS_NOTE}\n\n" if robustness else "")
+            + (f"## Forward-only metrics over the attack\n\n{forward}\n\n{FORWARD_NOTE}\n\n" if forward else "")
             + (f"## Answers to the harmful prompts\n\n{answers}\n\n{ANSWERS_NOTE}\n\n" if answers else "")
+            + (f"## Where the time went\n\n{times}\n\nFrom `timing.json` as it was before this report was "
+               "written; the file itself also counts the report.\n\n" if times else "")
             + "".join(f"![{p.stem}]({p.name})\n" for p in plots))
     write_text(out / "report.md", text)
-    return "\n\n".join(t for t in (table, seeds_table, robustness, answers) if t)
+    return "\n\n".join(t for t in (table, seeds_table, robustness, forward, answers, times) if t)
