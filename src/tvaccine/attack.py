@@ -19,6 +19,7 @@ from tvaccine.errors import UserError
 from tvaccine.evaluation.evaluate import EVAL_HARMFUL, EvalSpec
 from tvaccine.evaluation.progress import GENERATE
 from tvaccine.methods import SFTConfig, SFTTrainer
+from tvaccine.model_card import write_run_card
 from tvaccine.models import (
     DEFAULT_MODEL,
     add_lora,
@@ -195,6 +196,7 @@ def run_attack(spec: AttackSpec, out: str | Path, overwrite: bool = False, resum
         if not work.writer:
             return model, tokenizer, summary
         save_adapter(model, work.path / "adapter", spec.model)
+        write_run_card(work.path / "adapter", spec, summary)  # README.md, the card push_to_hub shows
         write_jsonl(work.path / "mixture.jsonl", mixture)
         write_json(work.path / "train_log.json", trainer.state.log_history)
         write_json(work.path / "environment.json", environment())

@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl
 
 from tvaccine.data.files import Row, read_rows, read_text, row_text, row_value
+from tvaccine.data.formatting import record_from_example
 from tvaccine.data.sources import Record, Source, register_source
 from tvaccine.errors import UserError
 
@@ -296,8 +297,9 @@ FILE_KEYS = FILE_TEXT_KEYS + ("label", "answer", "category")
 
 @register_source(
     "file",
-    help="any local .json/.jsonl/.csv/.tsv; map fields with file:<path>?instruction=F&input=F&output=F "
-         "(no output field: prompts only, for evaluation)")
+    help="any local .json/.jsonl/.csv/.tsv: instruction/input/output fields (map them with "
+         "file:<path>?instruction=F&input=F&output=F), or TRL's messages or prompt/completion formats "
+         "(no answer: prompts only, for evaluation)")
 def file_source(arg: str | None) -> Source:
     """Bring-your-own data: fields default to their own names; ``?key=field`` renames them.
 
@@ -312,8 +314,13 @@ def file_source(arg: str | None) -> Source:
             raise UserError(f"file:{arg}: unknown key {key!r}; the keys are {', '.join(FILE_KEYS)}")
         if not name:
             raise UserError(f"file:{arg}: no field name given for {key!r} (write {key}=FIELD)")
+    rows = read_rows(path)
+    if not mapping and "instruction" not in rows[0][1] and rows[0][1].keys() & {"messages", "prompt"}:
+        # The formats TRL defines: conversational ``messages``, or ``prompt``/``completion``.
+        return Source(Path(path).stem, {"train": [record_from_example(r, w) for w, r in rows]},
+                      description=f"records from {path}")
     records = []
-    for w, r in read_rows(path):
+    for w, r in rows:
         record = {}
         for key in FILE_KEYS:
             name = mapping.get(key, key)

@@ -15,6 +15,7 @@ import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
+from tvaccine.data.formatting import tokenize_trainer_data
 from tvaccine.errors import UserError
 
 
@@ -99,6 +100,8 @@ class AlignmentTrainer(Trainer):
     harmful_data: str | None = None
 
     def __init__(self, *args, harmful_dataset=None, **kwargs):
+        # Text data sets (messages, prompt/completion) are tokenized here, with the loss on the answer only.
+        harmful_dataset = tokenize_trainer_data(kwargs, harmful_dataset)
         super().__init__(*args, **kwargs)
         if self.harmful_data is not None:
             require(harmful_dataset is not None and len(harmful_dataset) > 0,
