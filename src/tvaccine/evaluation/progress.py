@@ -23,7 +23,7 @@ from tvaccine.timing import timed
 
 CURVE_FILE = "progress.jsonl"
 CURVE_KEYS = ("harmful_score", "over_refusal", "finetune_accuracy", "harmful_refusal_rate", "harmful_empty_rate",
-              *FORWARD_KEYS, "pair_refusal_loss")
+              *FORWARD_KEYS, "pair_refusal_loss", "n_harmful", "n_alignment", "n_pairs")
 GENERATE = ("ends", "every")
 SHARE_KEYS = tuple(f"{verdict}_share" for verdict in ("refused", "complied", "empty", "degenerate"))
 
