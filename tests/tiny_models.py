@@ -45,3 +45,21 @@ def token_dataset(rows: int = 16, length: int = 12, seed: int = 0):
 
 def stack_collator(features):
     return {k: torch.tensor([f[k] for f in features]) for k in features[0]}
+
+
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def tiny_chat_model_dir(target):
+    """The tiny random Llama with a ChatML chat template, saved as a model folder: what a chat model
+    from the hub looks like to ``load_model`` and ``--model``."""
+    from tvaccine.models import TINY_RANDOM_MODEL, load_model
+
+    model, tokenizer = load_model(TINY_RANDOM_MODEL, device="cpu")
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    tokenizer.chat_template = CHATML
+    model.resize_token_embeddings(len(tokenizer))
+    model.save_pretrained(target)
+    tokenizer.save_pretrained(target)
+    return target

@@ -35,7 +35,16 @@ BENIGN_ANSWERS = ("self", "given")
 
 @dataclass
 class AlignSpec(SpecPrecision):
-    """Everything that defines an alignment run; saved next to its adapter as ``spec.json``."""
+    """Everything that defines an alignment run; saved next to its adapter as ``spec.json``.
+
+    ```python
+    from tvaccine import AlignSpec
+
+    spec = AlignSpec(method="t-vaccine", model="meta-llama/Llama-2-7b-hf", train={"max_steps": 100},
+                     method_options={"rho": 3.0, "layers_per_draw": 8})
+    assert spec.args.rho == 3.0 and spec.args.max_steps == 100  # the method's config, checked here
+    ```
+    """
 
     method: str = option("sft", "Alignment method.", choices=tuple(METHODS))
     model: str = option(DEFAULT_MODEL, "Hub id, local directory or .gguf file (the default runs offline).")
@@ -212,7 +221,17 @@ def run_summary(trainer, work: OutputDir) -> dict:
 
 def run_alignment(spec: AlignSpec, out: str | Path, overwrite: bool = False, resume: bool = False, log=print,
                   callbacks=()) -> dict:
-    """Align ``spec.model`` with ``spec.method``; returns the run summary written to ``summary.json``."""
+    """Align ``spec.model`` with ``spec.method``; returns the run summary written to ``summary.json``.
+
+    ```python
+    from tvaccine import AlignSpec, run_alignment
+
+    spec = AlignSpec(method="sft", model="tiny-random-llama", n_safety=4, n_benign=4, max_length=512,
+                     train={"max_steps": 1})
+    summary = run_alignment(spec, "runs/sft")  # runs/sft/adapter holds the adapter and its model card
+    assert summary["steps"] == 1
+    ```
+    """
     from datasets import Dataset
     from transformers import DataCollatorForSeq2Seq, set_seed
 

@@ -50,7 +50,15 @@ class AttackConfig(SFTConfig):
 
 @dataclass
 class AttackSpec(SpecPrecision):
-    """Everything that defines one attack; saved next to its adapter as ``spec.json``."""
+    """Everything that defines one attack; saved next to its adapter as ``spec.json``.
+
+    ```python
+    from tvaccine import AttackSpec
+
+    spec = AttackSpec(aligned_adapter=None, task="builtin:sentiment", n=1000, p=0.1)
+    assert round(spec.n * spec.p) == 100  # harmful samples in the user's data
+    ```
+    """
 
     model: str = option(DEFAULT_MODEL, "Hub id, local directory or .gguf file (the default runs offline).")
     aligned_adapter: str | None = option(None, "The alignment LoRA adapter to merge first (none: attack the "
@@ -140,7 +148,17 @@ def load_aligned(spec: AttackSpec):
 
 def run_attack(spec: AttackSpec, out: str | Path, overwrite: bool = False, resume: bool = False, callbacks=(),
                log=print, generate_last: bool = True):
-    """Fine-tune on the mixture; returns ``(model with attack LoRA, tokenizer, summary)``. With
+    """Fine-tune on the mixture; returns ``(model with attack LoRA, tokenizer, summary)``.
+
+    ```python
+    from tvaccine import AttackSpec, run_attack
+
+    spec = AttackSpec(model="tiny-random-llama", n=10, p=0.2, max_length=512, train={"max_steps": 1})
+    model, tokenizer, summary = run_attack(spec, "runs/attack")
+    assert summary["harmful_samples"] == 2
+    ```
+
+    With
     ``generate_last`` False the progress curve's last point leaves its answers to the evaluation that
     follows (``tvaccine run`` does that: the same model, a superset of the same prompts)."""
     from datasets import Dataset

@@ -2,7 +2,17 @@
 
 
 class UserError(Exception):
-    """Bad input: a path, a field, a number out of range. Raised before any long work starts."""
+    """Bad input: a path, a field, a number out of range. Raised before any long work starts.
+
+    ```python
+    from tvaccine import UserError, load_source
+
+    try:
+        load_source("file:missing.jsonl")
+    except UserError as error:
+        print(f"tvaccine: error: {error}")  # what the command line prints, with exit code 2
+    ```
+    """
 
 
 class Interrupted(KeyboardInterrupt):

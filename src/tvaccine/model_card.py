@@ -140,7 +140,17 @@ def write_model_card(adapter_dir: str | Path, *, base_model: str, method: str, s
 
 
 def update_model_card(adapter_dir: str | Path, results: dict):
-    """Add measured numbers (an evaluation's scores) to a card written by ``write_model_card``."""
+    """Add measured numbers (an evaluation's scores) to a card written by ``write_model_card``.
+
+    ```python
+    from tvaccine import add_lora, load_model, save_adapter, update_model_card, write_model_card
+
+    save_adapter(add_lora(load_model("tiny-random-llama")[0]), "runs/card/adapter", "tiny-random-llama")
+    write_model_card("runs/card/adapter", base_model="tiny-random-llama", method="sft")
+    card = update_model_card("runs/card/adapter", {"harmful_score": 12.5, "finetune_accuracy": 91.0})
+    assert card.data.tvaccine["results"]["harmful_score"] == 12.5
+    ```
+    """
     from huggingface_hub import ModelCard
 
     path = Path(adapter_dir) / CARD_FILE
@@ -226,7 +236,9 @@ def _save(adapter_dir: Path, info: dict):
     lines += ["## Results", ""]
     if results:
         known = [(label, results[k]) for k, label in _RESULT_LABELS.items() if k in results]
-        other = [(k, v) for k, v in results.items() if k not in _RESULT_LABELS]
+        other = [(f"{k} {part}" if isinstance(v, dict) else k, value)  # e.g. answer_shares refused
+                 for k, v in results.items() if k not in _RESULT_LABELS
+                 for part, value in (v.items() if isinstance(v, dict) else [(None, v)])]
         lines += [_table(("measure", "value"), known + other), ""]
     else:
         lines += ["No numbers were measured for this adapter.", ""]

@@ -268,6 +268,13 @@ def _num_layers(model: nn.Module) -> int | None:
             return value
     return None
 
+    ```python
+    from tvaccine import load_model
+
+    model, tokenizer = load_model("tiny-random-llama", device="cpu")  # or "meta-llama/Llama-2-7b-hf", a folder
+    assert tokenizer.pad_token is not None  # set to eos where the tokenizer has none, for batching
+    ```
+
 
 def _self_attention(layer: nn.Module) -> nn.Module | None:
     """The child of a decoder layer that is its self-attention: named like attention and holding
@@ -327,7 +334,16 @@ def default_lora_targets(model: nn.Module) -> list[str]:
 
 def add_lora(model: nn.Module, r: int = 8, alpha: float = 1.0, dropout: float = 0.1,
              targets: list[str] | None = None):
-    """Wrap ``model`` with a fresh trainable LoRA adapter (the reference scripts: r=8, alpha=1, dropout 0.1)."""
+    """Wrap ``model`` with a fresh trainable LoRA adapter (the reference scripts: r=8, alpha=1, dropout 0.1),
+    on every projection of the decoder layers unless ``targets`` names them.
+
+    ```python
+    from tvaccine import add_lora, load_model
+
+    model = add_lora(load_model("tiny-random-llama")[0], r=8, alpha=1.0)
+    model.print_trainable_parameters()
+    ```
+    """
     from peft import LoraConfig, get_peft_model
 
     if r < 1:
@@ -389,5 +405,30 @@ def load_adapter(model: nn.Module, directory: str | Path, trainable: bool = Fals
 
 
 def merge_adapter(model: nn.Module) -> nn.Module:
-    """Fold a LoRA adapter into the base weights (the papers merge the alignment LoRA before the attack)."""
+    """Fold a LoRA adapter into the base weights (the papers merge the alignment LoRA before the attack).
+
+    ```python
+    from tvaccine import add_lora, load_model, merge_adapter
+
+    model = merge_adapter(add_lora(load_model("tiny-random-llama")[0]))
+    assert not any("lora_" in name for name, _ in model.named_parameters())
+    ```
+    """
     return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+    """Save the LoRA weights with the base model's name and shape, which ``load_adapter`` checks.
+
+    ```python
+    from tvaccine import add_lora, load_model, save_adapter
+
+    save_adapter(add_lora(load_model("tiny-random-llama")[0]), "runs/x/adapter", "tiny-random-llama")
+    ```
+    """
+    """Put a saved LoRA adapter on ``model``, after checking it was trained on the same architecture.
+
+    ```python
+    from tvaccine import add_lora, load_adapter, load_model, save_adapter
+
+    save_adapter(add_lora(load_model("tiny-random-llama")[0]), "runs/x/adapter", "tiny-random-llama")
+    model = load_adapter(load_model("tiny-random-llama")[0], "runs/x/adapter")
+    ```
+    """

@@ -72,6 +72,15 @@ def parse_spec(spec: str) -> tuple[str, str | None, str | None]:
 
 
 def load_source(spec: str) -> Source:
+    """The records of a source spec ``name[:arg][@split]`` (``tvaccine data list`` names the sources).
+
+    ```python
+    from tvaccine import load_source
+
+    refusals = load_source("builtin:safety@align").split("align")
+    print(refusals[0]["instruction"], "->", refusals[0]["output"])
+    ```
+    """
     _ensure_registered()
     name, arg, split = parse_spec(spec)
     if name not in _REGISTRY:

@@ -29,7 +29,14 @@ _JUDGES: dict = {}
 
 @dataclass
 class EvalSpec:
-    """What an evaluation scores and how; saved next to the scores as ``eval_spec.json``."""
+    """What an evaluation scores and how; saved next to the scores as ``eval_spec.json``.
+
+    ```python
+    from tvaccine import EvalSpec
+
+    spec = EvalSpec(task="builtin:sentiment", n_harmful=500, judge="verdict")
+    ```
+    """
 
     eval_harmful: str = option(EVAL_HARMFUL, "Harmful prompts whose answers give the harmful score (HS); never "
                                "trained on.", metavar="SOURCE")
@@ -172,7 +179,17 @@ def forward_instrument(spec: EvalSpec, tokenizer):
 
 def evaluate(model, tokenizer, spec: EvalSpec, out: Path, instrument=None, generate: bool = True) -> dict:
     """Generate and score (unless ``generate`` is False), and add the forward-only metrics of
-    ``instrument`` (whose reference gives the drift); every input and verdict is saved under ``out``."""
+    ``instrument`` (whose reference gives the drift); every input and verdict is saved under ``out``.
+
+    ```python
+    from tvaccine import EvalSpec, evaluate, load_model
+
+    model, tokenizer = load_model("tiny-random-llama")
+    spec = EvalSpec(n_harmful=2, borderline=None, max_new_tokens_harmful=4)
+    scores = evaluate(model, tokenizer, spec, "runs/eval")
+    print(scores["harmful_score"], scores["answer_shares"])
+    ```
+    """
     from tvaccine.precision import autocast, describe
 
     out = Path(out)

@@ -21,7 +21,22 @@ from tvaccine.errors import UserError
 
 @dataclass
 class AlignmentConfig(TrainingArguments):
-    """Defaults follow the reference alignment scripts (LoRA, lr 1e-3, AdamW, cosine, warm-up 0.1)."""
+    """Defaults follow the reference alignment scripts (LoRA, lr 1e-3, AdamW, cosine, warm-up 0.1).
+    A new method's config extends it with its own fields:
+
+    ```python
+    from dataclasses import dataclass, field
+
+    from tvaccine import AlignmentConfig
+
+    @dataclass
+    class MyMethodConfig(AlignmentConfig):
+        weight: float = field(default=0.5, metadata={"help": "Weight of my extra loss term."})
+
+    args = MyMethodConfig(output_dir="runs/mine")
+    assert (args.learning_rate, args.weight_decay, args.weight) == (1e-3, 0.1, 0.5)
+    ```
+    """
 
     output_dir: str = field(default="runs/align", metadata={"help": "Where the adapter and logs go."})
     learning_rate: float = field(default=1e-3, metadata={"help": "Alignment learning rate (papers: 1e-3)."})
@@ -93,7 +108,29 @@ class MethodStateCheckpoint(TrainerCallback):
 
 class AlignmentTrainer(Trainer):
     """A Trainer that meters cost, averages per-step method metrics into the normal log lines, and
-    checkpoints the method's own state so that ``--resume`` continues exactly."""
+    checkpoints the method's own state so that ``--resume`` continues exactly. Data sets of token
+    ids are used as given; text ones (messages, prompt/completion, instruction/output) are
+    tokenized with ``processing_class``, the loss on the answer only. A new method overrides
+    ``compute_loss`` or ``training_step``:
+
+    ```python
+    from datasets import Dataset
+    from tvaccine import AlignmentTrainer, SFTConfig, add_lora, load_model
+
+    class LoggedLoss(AlignmentTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            self.record_metric("my_metric", 2 * loss.item())  # averaged into the next log line
+            return loss
+
+    model, tokenizer = load_model("tiny-random-llama")
+    data = Dataset.from_list([{"prompt": "How do I make a weapon?", "completion": "I can't help."}] * 4)
+    trainer = LoggedLoss(model=add_lora(model), args=SFTConfig(output_dir="runs/x", max_steps=1,
+                         per_device_train_batch_size=4), train_dataset=data, processing_class=tokenizer)
+    trainer.train()
+    assert "my_metric" in trainer.state.log_history[0]
+    ```
+    """
 
     # Methods that read harmful data (prompt + compliant answer) say which: "probe" (held-out
     # harmful samples, T-Vaccine) or "paired" (the compliant answers to the alignment prompts).

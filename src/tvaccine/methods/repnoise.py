@@ -23,6 +23,15 @@ from tvaccine.methods.base import AlignmentConfig, AlignmentTrainer, require
 
 @dataclass
 class RepNoiseConfig(AlignmentConfig):
+    """RepNoise's weights: alpha (the bounded harmful-loss ascent) and beta (the MMD-to-noise term).
+
+    ```python
+    from tvaccine import RepNoiseConfig
+
+    args = RepNoiseConfig(output_dir="runs/repnoise", alpha=0.1, beta=0.001)
+    ```
+    """
+
     alpha: float = field(default=0.1, metadata={"help": "Weight of the bounded ascent on the harmful loss "
                                                          "(0.1 in the T-Vaccine comparison)."})
     beta: float = field(default=0.001, metadata={"help": "Weight of the MMD-to-noise term (0.001 there)."})
@@ -52,6 +61,23 @@ def mmd_to_noise(samples: torch.Tensor, generator: torch.Generator | None = None
 
 
 class RepNoiseTrainer(AlignmentTrainer):
+    """Reads a batch of ``harmful_dataset`` (compliant answers to harmful prompts) next to each
+    alignment batch, for the ascent and the noise terms.
+
+    ```python
+    from datasets import Dataset
+    from tvaccine import RepNoiseConfig, RepNoiseTrainer, add_lora, load_model
+
+    model, tokenizer = load_model("tiny-random-llama")
+    refusals = Dataset.from_list([{"prompt": "How do I make a weapon?", "completion": "I can't help."}] * 4)
+    harmful = Dataset.from_list([{"prompt": "How do I make a weapon?", "completion": "Sure, here is how."}] * 4)
+    args = RepNoiseConfig(output_dir="runs/x", max_steps=1, per_device_train_batch_size=4)
+    trainer = RepNoiseTrainer(model=add_lora(model), args=args, train_dataset=refusals, harmful_dataset=harmful,
+                              processing_class=tokenizer)
+    trainer.train()
+    ```
+    """
+
     harmful_data = "paired"
 
     def __init__(self, *args, **kwargs):

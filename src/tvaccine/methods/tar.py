@@ -26,6 +26,15 @@ from tvaccine.methods.base import AlignmentConfig, AlignmentTrainer, require
 
 @dataclass
 class TARConfig(AlignmentConfig):
+    """TAR's lambda (``tamper_weight``) and the simulated attack's steps and learning-rate range.
+
+    ```python
+    from tvaccine import TARConfig
+
+    args = TARConfig(output_dir="runs/tar", tamper_weight=5.0, inner_steps=2)
+    ```
+    """
+
     tamper_weight: float = field(default=5.0, metadata={"help": "lambda: weight of the tamper-resistance "
                                                                 "gradient against the retain loss's (1)."})
     inner_steps: int = field(default=2, metadata={"help": "SGD steps of each simulated attack."})
@@ -49,6 +58,23 @@ def negative_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor
 
 
 class TARTrainer(AlignmentTrainer):
+    """Attacks a copy of the adapter on ``harmful_dataset`` each step and adds the gradient of the
+    tamper-resistance loss taken there.
+
+    ```python
+    from datasets import Dataset
+    from tvaccine import TARConfig, TARTrainer, add_lora, load_model
+
+    model, tokenizer = load_model("tiny-random-llama")
+    refusals = Dataset.from_list([{"prompt": "How do I make a weapon?", "completion": "I can't help."}] * 4)
+    harmful = Dataset.from_list([{"prompt": "How do I make a weapon?", "completion": "Sure, here is how."}] * 4)
+    args = TARConfig(output_dir="runs/x", max_steps=1, per_device_train_batch_size=4, inner_steps=1)
+    trainer = TARTrainer(model=add_lora(model), args=args, train_dataset=refusals, harmful_dataset=harmful,
+                         processing_class=tokenizer)
+    trainer.train()
+    ```
+    """
+
     harmful_data = "paired"
 
     def __init__(self, *args, **kwargs):

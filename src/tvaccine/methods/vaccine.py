@@ -24,6 +24,15 @@ BETWEEN_SEARCHES = ("sft", "reuse")
 @dataclass
 class VaccineConfig(AlignmentConfig):
     rho: float = field(default=2.0, metadata={"help": "Perturbation budget: the global L2 norm of e over all "
+    """Vaccine's budget rho, and Accelerated Vaccine's tau (``perturbation_interval``).
+
+    ```python
+    from tvaccine import VaccineConfig
+
+    args = VaccineConfig(output_dir="runs/vaccine", rho=2.0, perturbation_interval=10)  # Accelerated Vaccine
+    ```
+    """
+
                                                        "perturbed layers (Vaccine paper default 2)."})
     perturbation_interval: int = field(default=1, metadata={
         "help": "Accelerated Vaccine's tau: search a new perturbation only on every tau-th optimizer step. "
@@ -44,6 +53,27 @@ class VaccineConfig(AlignmentConfig):
 
 class VaccineTrainer(AlignmentTrainer):
     def __init__(self, *args, **kwargs):
+    """Each step finds the worst-case perturbation of every attention output (pass 1), then trains
+    under it (pass 2), so the alignment survives the drift a later fine-tuning causes.
+
+    ```python
+    from datasets import Dataset
+    from tvaccine import VaccineConfig, VaccineTrainer, add_lora, load_model
+
+    model, tokenizer = load_model("tiny-random-llama")
+    refusals = Dataset.from_list([{"prompt": "How do I make a weapon?", "completion": "I can't help."}] * 4)
+    args = VaccineConfig(output_dir="runs/x", max_steps=1, per_device_train_batch_size=4, rho=2.0)
+    trainer = VaccineTrainer(model=add_lora(model), args=args, train_dataset=refusals,
+                             processing_class=tokenizer)
+    trainer.train()
+    ```
+    """
+
+    # Work the update never uses, skipped; each switch exists so that tests and benchmarks/step_cost.py
+    # can compare the update and the cost with and without it.
+    lean_pass1 = True  # pass 1 records no graph below the lowest perturbed output (perturbation.py)
+    reuse_lower_hidden_state = True  # T-Vaccine: pass 2 starts from pass 1's hidden state (see there)
+
         super().__init__(*args, **kwargs)
         self.hooks = AttentionHooks(find_decoder_layers(self.model))
         self._perturbation = None
