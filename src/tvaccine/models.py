@@ -216,6 +216,13 @@ def load_model(spec: str = DEFAULT_MODEL, dtype: str | torch.dtype | None = None
                trust_remote_code: bool = False, allow_pickle: bool = False):
     """Return ``(model, tokenizer)`` for a hub id, a local directory or a ``.gguf`` file.
 
+    ```python
+    from tvaccine import load_model
+
+    model, tokenizer = load_model("tiny-random-llama", device="cpu")  # or "meta-llama/Llama-2-7b-hf", a folder
+    assert tokenizer.pad_token is not None  # set to eos where the tokenizer has none, for batching
+    ```
+
     Hub tokens come from ``HF_TOKEN`` in the environment (read by huggingface_hub itself). Weights
     are read from safetensors only, unless ``allow_pickle``: a pickle can run code when loaded.
     """
@@ -267,13 +274,6 @@ def _num_layers(model: nn.Module) -> int | None:
         if isinstance(value, int):
             return value
     return None
-
-    ```python
-    from tvaccine import load_model
-
-    model, tokenizer = load_model("tiny-random-llama", device="cpu")  # or "meta-llama/Llama-2-7b-hf", a folder
-    assert tokenizer.pad_token is not None  # set to eos where the tokenizer has none, for batching
-    ```
 
 
 def _self_attention(layer: nn.Module) -> nn.Module | None:
@@ -366,6 +366,14 @@ def _model_signature(model: nn.Module) -> dict:
 
 
 def save_adapter(model: nn.Module, directory: str | Path, base_model: str) -> None:
+    """Save the LoRA weights with the base model's name and shape, which ``load_adapter`` checks.
+
+    ```python
+    from tvaccine import add_lora, load_model, save_adapter
+
+    save_adapter(add_lora(load_model("tiny-random-llama")[0]), "runs/x/adapter", "tiny-random-llama")
+    ```
+    """
     directory = Path(directory)
     model.save_pretrained(directory)
     meta = {"base_model": base_model, **_model_signature(model)}
@@ -395,6 +403,15 @@ def check_adapter(directory: str | Path, model: nn.Module | None = None) -> dict
 
 
 def load_adapter(model: nn.Module, directory: str | Path, trainable: bool = False):
+    """Put a saved LoRA adapter on ``model``, after checking it was trained on the same architecture.
+
+    ```python
+    from tvaccine import add_lora, load_adapter, load_model, save_adapter
+
+    save_adapter(add_lora(load_model("tiny-random-llama")[0]), "runs/x/adapter", "tiny-random-llama")
+    model = load_adapter(load_model("tiny-random-llama")[0], "runs/x/adapter")
+    ```
+    """
     from peft import PeftModel
 
     check_adapter(directory, model)
@@ -415,20 +432,3 @@ def merge_adapter(model: nn.Module) -> nn.Module:
     ```
     """
     return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
-    """Save the LoRA weights with the base model's name and shape, which ``load_adapter`` checks.
-
-    ```python
-    from tvaccine import add_lora, load_model, save_adapter
-
-    save_adapter(add_lora(load_model("tiny-random-llama")[0]), "runs/x/adapter", "tiny-random-llama")
-    ```
-    """
-    """Put a saved LoRA adapter on ``model``, after checking it was trained on the same architecture.
-
-    ```python
-    from tvaccine import add_lora, load_adapter, load_model, save_adapter
-
-    save_adapter(add_lora(load_model("tiny-random-llama")[0]), "runs/x/adapter", "tiny-random-llama")
-    model = load_adapter(load_model("tiny-random-llama")[0], "runs/x/adapter")
-    ```
-    """

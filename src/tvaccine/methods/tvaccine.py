@@ -38,6 +38,15 @@ REFERENCE_DEEP_MODEL_LAYERS = 26
 
 @dataclass
 class TVaccineConfig(VaccineConfig):
+    """T-Vaccine's knobs in the paper's symbols: S (``layers_per_draw``), J and K.
+
+    ```python
+    from tvaccine import TVaccineConfig
+
+    args = TVaccineConfig(output_dir="runs/tv", rho=3.0, layers_per_draw=8, resample_every=20, probe_every=200)
+    ```
+    """
+
     rho: float = field(default=3.0, metadata={"help": "Perturbation budget over the S perturbed layers "
                                                        "(T-Vaccine paper default 3)."})
     layers_per_draw: int | None = field(default=None, metadata={
@@ -67,15 +76,6 @@ class TVaccineConfig(VaccineConfig):
         if self.ddp_find_unused_parameters is None:
             self.ddp_find_unused_parameters = True
         super().__post_init__()
-    """T-Vaccine's knobs in the paper's symbols: S (``layers_per_draw``), J and K.
-
-    ```python
-    from tvaccine import TVaccineConfig
-
-    args = TVaccineConfig(output_dir="runs/tv", rho=3.0, layers_per_draw=8, resample_every=20, probe_every=200)
-    ```
-    """
-
         require(self.layers_per_draw is None or self.layers_per_draw >= 1,
                 f"S (layers per draw) must be >= 1, got {self.layers_per_draw}")
         require(self.resample_every >= 1, f"J (resample every) must be >= 1, got {self.resample_every}")
@@ -102,6 +102,23 @@ class TVaccineConfig(VaccineConfig):
 
 
 class TVaccineTrainer(VaccineTrainer):
+    """Vaccine on S layers drawn from the harmful-gradient probe; ``harmful_dataset`` (harmful
+    prompts with compliant answers) is what the probe reads.
+
+    ```python
+    from datasets import Dataset
+    from tvaccine import TVaccineConfig, TVaccineTrainer, add_lora, load_model
+
+    model, tokenizer = load_model("tiny-random-llama")
+    refusals = Dataset.from_list([{"prompt": "How do I make a weapon?", "completion": "I can't help."}] * 4)
+    harmful = Dataset.from_list([{"prompt": "How do I make a weapon?", "completion": "Sure, here is how."}] * 4)
+    args = TVaccineConfig(output_dir="runs/x", max_steps=1, per_device_train_batch_size=4, layers_per_draw=2)
+    trainer = TVaccineTrainer(model=add_lora(model), args=args, train_dataset=refusals, harmful_dataset=harmful,
+                              processing_class=tokenizer)
+    trainer.train()
+    ```
+    """
+
     harmful_data = "probe"
 
     def __init__(self, *args, **kwargs):
@@ -147,23 +164,6 @@ class TVaccineTrainer(VaccineTrainer):
 
     def perturbed_layers(self) -> list[int]:
         return self.sampler.selected
-
-    """Vaccine on S layers drawn from the harmful-gradient probe; ``harmful_dataset`` (harmful
-    prompts with compliant answers) is what the probe reads.
-
-    ```python
-    from datasets import Dataset
-    from tvaccine import TVaccineConfig, TVaccineTrainer, add_lora, load_model
-
-    model, tokenizer = load_model("tiny-random-llama")
-    refusals = Dataset.from_list([{"prompt": "How do I make a weapon?", "completion": "I can't help."}] * 4)
-    harmful = Dataset.from_list([{"prompt": "How do I make a weapon?", "completion": "Sure, here is how."}] * 4)
-    args = TVaccineConfig(output_dir="runs/x", max_steps=1, per_device_train_batch_size=4, layers_per_draw=2)
-    trainer = TVaccineTrainer(model=add_lora(model), args=args, train_dataset=refusals, harmful_dataset=harmful,
-                              processing_class=tokenizer)
-    trainer.train()
-    ```
-    """
 
     def layer_modes(self, selected: list[int]) -> tuple[dict[int, tuple[bool, bool]], set[int]]:
         """For a draw: per layer (attention LoRA trains, other LoRA trains), and the layers that run

@@ -23,7 +23,6 @@ BETWEEN_SEARCHES = ("sft", "reuse")
 
 @dataclass
 class VaccineConfig(AlignmentConfig):
-    rho: float = field(default=2.0, metadata={"help": "Perturbation budget: the global L2 norm of e over all "
     """Vaccine's budget rho, and Accelerated Vaccine's tau (``perturbation_interval``).
 
     ```python
@@ -33,6 +32,7 @@ class VaccineConfig(AlignmentConfig):
     ```
     """
 
+    rho: float = field(default=2.0, metadata={"help": "Perturbation budget: the global L2 norm of e over all "
                                                        "perturbed layers (Vaccine paper default 2)."})
     perturbation_interval: int = field(default=1, metadata={
         "help": "Accelerated Vaccine's tau: search a new perturbation only on every tau-th optimizer step. "
@@ -52,7 +52,6 @@ class VaccineConfig(AlignmentConfig):
 
 
 class VaccineTrainer(AlignmentTrainer):
-    def __init__(self, *args, **kwargs):
     """Each step finds the worst-case perturbation of every attention output (pass 1), then trains
     under it (pass 2), so the alignment survives the drift a later fine-tuning causes.
 
@@ -69,11 +68,7 @@ class VaccineTrainer(AlignmentTrainer):
     ```
     """
 
-    # Work the update never uses, skipped; each switch exists so that tests and benchmarks/step_cost.py
-    # can compare the update and the cost with and without it.
-    lean_pass1 = True  # pass 1 records no graph below the lowest perturbed output (perturbation.py)
-    reuse_lower_hidden_state = True  # T-Vaccine: pass 2 starts from pass 1's hidden state (see there)
-
+    def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.hooks = AttentionHooks(find_decoder_layers(self.model))
         self._perturbation = None
