@@ -82,15 +82,15 @@ def test_an_unknown_precision_is_a_user_error():
 def test_trainer_fields_set_bf16_and_use_cpu_only_for_bf16_on_a_cpu(machine):
     machine(avx512_bf16=True)  # no GPU
     assert trainer_precision_fields("bf16", {}) == {"bf16": True, "use_cpu": True}
-    assert trainer_precision_fields("auto", {}) == {"bf16": True, "use_cpu": True}
-    assert trainer_precision_fields("bf16", {"use_cpu": True}) == {"bf16": True}  # train names use_cpu itself
+    assert trainer_precision_fields("auto", {"max_steps": 3}) == {"max_steps": 3, "bf16": True, "use_cpu": True}
+    assert trainer_precision_fields("bf16", {"use_cpu": False}) == {"bf16": True, "use_cpu": True}  # no GPU anyway
     assert trainer_precision_fields("fp32", {}) == {}
     machine(avx512_bf16=False)
     assert trainer_precision_fields("auto", {}) == {}
     machine(cuda=True, cuda_bf16=True)  # a GPU: bf16 weights, no autocast flag for the Trainer
     assert trainer_precision_fields("bf16", {}) == {}
     assert trainer_precision_fields("auto", {}) == {}
-    assert trainer_precision_fields("bf16", {"use_cpu": True}) == {"bf16": True}  # training on its CPU
+    assert trainer_precision_fields("bf16", {"use_cpu": True}) == {"bf16": True, "use_cpu": True}  # on its CPU
     for train in ({"bf16": True}, {"fp16": True}):
         with pytest.raises(UserError, match="set precision instead"):
             trainer_precision_fields("fp32", train)

@@ -99,9 +99,8 @@ class AlignSpec(SpecPrecision):
             require(value is None or value >= 0, f"{name} must be >= 0, got {value}")
         check_lora(self.lora_r, self.lora_alpha, self.lora_dropout)
         # The method's config is built here, once: a bad knob fails now, not after the model loaded.
-        self._args = training_arguments(METHODS[self.method][0], self.train, self.method_options, self.method,
-                                        seed=self.seed, data_seed=self.seed,
-                                        **trainer_precision_fields(self.precision, self.train))
+        self._args = training_arguments(METHODS[self.method][0], trainer_precision_fields(self.precision, self.train),
+                                        self.method_options, self.method, seed=self.seed, data_seed=self.seed)
 
     @property
     def args(self):

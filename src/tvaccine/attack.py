@@ -107,8 +107,8 @@ class AttackSpec(SpecPrecision):
                 "evaluating during the attack needs both eval_every and progress_eval")
         if self.aligned_adapter:
             check_adapter(self.aligned_adapter)
-        self._args = training_arguments(AttackConfig, self.train, {}, "the attack", seed=self.seed,
-                                        data_seed=self.seed, **trainer_precision_fields(self.precision, self.train))
+        self._args = training_arguments(AttackConfig, trainer_precision_fields(self.precision, self.train), {},
+                                        "the attack", seed=self.seed, data_seed=self.seed)
 
     @property
     def args(self) -> AttackConfig:

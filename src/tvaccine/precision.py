@@ -71,13 +71,13 @@ def training_device(train: dict) -> str:
 
 
 def trainer_precision_fields(precision: str, train: dict) -> dict:
-    """The TrainingArguments fields a precision sets: ``bf16`` (with ``use_cpu``, which the Trainer asks
-    for before it autocasts on a CPU) where bf16 runs as autocast; nothing elsewhere."""
+    """``train`` with the TrainingArguments fields the precision sets: ``bf16`` and ``use_cpu`` (which the
+    Trainer asks for before it autocasts on a CPU) where bf16 runs as autocast; unchanged elsewhere."""
     if train.get("bf16") or train.get("fp16"):
         raise UserError("train.bf16 / train.fp16: set precision instead (auto, fp32 or bf16)")
     if not uses_autocast(precision, training_device(train)):
-        return {}
-    return {"bf16": True, **({} if "use_cpu" in train else {"use_cpu": True})}
+        return dict(train)
+    return {**train, "bf16": True, "use_cpu": True}
 
 
 class SpecPrecision:

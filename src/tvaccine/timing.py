@@ -59,7 +59,12 @@ def reset() -> None:
 
 
 def snapshot() -> dict[str, dict]:
-    """phase -> {"s": seconds, "count": times entered}, in the order the phases were first entered."""
+    """phase -> {"s": seconds, "count": times entered}, in the order the phases were first entered; the
+    open phases are brought up to now first."""
+    if _stack:
+        now = time.perf_counter()
+        _add(_key(), now - _stack[-1][1])
+        _stack[-1][1] = now
     return {key: {"s": seconds, "count": _counts[key]} for key, seconds in _totals.items()}
 
 
