@@ -29,7 +29,8 @@ def test_data_show_lists_splits_categories_and_examples(capsys):
 def aligned(tmp_path_factory):
     out = tmp_path_factory.mktemp("align") / "tv"
     assert main(["align", "--method", "t-vaccine", "--out", str(out), "--max-steps", "3", "--n-safety", "8",
-                 "--n-benign", "8", "--max-length", "512", "--layers-per-draw", "2", "--resample-every", "2",
+                 "--n-benign", "8", "--benign-answers", "given", "--max-length", "512", "--layers-per-draw", "2",
+                 "--resample-every", "2",
                  "--probe-every", "2", "--probe-samples", "4", "--per-device-train-batch-size", "4",
                  "--set", "weight_decay=1e-2", *TINY]) == 0
     return out
