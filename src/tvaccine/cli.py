@@ -181,7 +181,9 @@ def _add_model_options(parser) -> None:
 def _add_output_options(parser, what: str, resume: bool = False, default: str | None = None) -> None:
     parser.add_argument("--out", required=default is None, default=default,
                         help=f"Output folder ({what})" + (f" (default: {default})" if default else ""))
-    parser.add_argument("--overwrite", action="store_true", help="Replace an existing output folder")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="Replace an output folder that tvaccine wrote (one that holds its .tvaccine marker); "
+                             "any other non-empty folder is refused, never deleted")
     if resume:
         parser.add_argument("--resume", action="store_true",
                             help="Continue an interrupted run from its last checkpoint (see --save-steps)")
@@ -253,11 +255,49 @@ def _load_merged(args, *adapters: str | None):
     return model, tokenizer
 
 
+def _warn(message: str) -> None:
+    print(f"tvaccine: warning: {message}", file=sys.stderr)
+
+
+def _warn_eval_counts(spec, given: set) -> None:
+    """Load the evaluation sets (so a bad source fails now) and say when a count the user set asks for more
+    prompts than a set holds: those are all scored. The defaults (the papers' 500) stay quiet."""
+    from tvaccine.evaluation.evaluate import evaluation_sets
+
+    sets = evaluation_sets(spec)
+    for name, field, source in (("harmful", "n_harmful", spec.eval_harmful), ("task", "n_task", spec.task),
+                                ("borderline", "n_borderline", spec.borderline)):
+        if field in given and name in sets and len(sets[name][0]) < getattr(spec, field):
+            held = len(sets[name][0])
+            _warn(f"{field} is {getattr(spec, field)}, but {source} holds {held} {name} prompts: scoring all {held}")
+
+
+def _warn_align_counts(spec, given: set) -> None:
+    """Say when a set n_safety asks for more refusal samples than the source holds (all are used)."""
+    from tvaccine.data.sources import load_source, pick_split
+
+    if "n_safety" in given and spec.n_safety is not None:
+        held = len(pick_split(load_source(spec.safety_data), "align", "train"))
+        if spec.n_safety > held:
+            _warn(f"n_safety is {spec.n_safety}, but {spec.safety_data} holds {held} refusal samples: aligning on "
+                  f"all {held}")
+
+
+def _warn_run_counts(config: dict, plan) -> None:
+    """The same warnings for a run config: the counts its align and evaluate sections set."""
+    align, evaluate = config.get("align") or {}, config.get("evaluate") or {}
+    if plan.align_specs and isinstance(align, dict):
+        _warn_align_counts(next(iter(plan.align_specs.values())), set(align))
+    if isinstance(evaluate, dict) and {"n_harmful", "n_task", "n_borderline"} & set(evaluate):
+        for task in dict.fromkeys(spec.task for spec in plan.settings):
+            _warn_eval_counts(plan.eval_spec_for(task), set(evaluate))
+
+
 def _check_model_inputs(args, *adapters: str | None) -> None:
     """What can be checked of the model and adapters without loading them, before anything is written."""
-    from tvaccine.models import check_adapter, resolve_model
+    from tvaccine.models import check_adapter, check_hub_model
 
-    resolve_model(args.model, args.allow_pickle)
+    check_hub_model(args.model, args.allow_pickle)
     for adapter in adapters:
         if adapter:
             check_adapter(adapter)
@@ -288,10 +328,12 @@ def cmd_generate(args) -> None:
     prompts = list(args.prompt)
     if args.prompts_file:
         path = Path(args.prompts_file)
-        if not path.is_file():
+        if not path.exists():
             raise UserError(f"prompts file not found: {path}")
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
+        if not path.is_file():
+            raise UserError(f"prompts file {path} is not a regular file (a folder, pipe or device)")
+        try:  # utf-8-sig: a byte-order mark some editors write is not part of the first prompt
+            lines = path.read_text(encoding="utf-8-sig").splitlines()
         except UnicodeDecodeError as exc:
             raise UserError(f"prompts file {path} is not UTF-8 text (byte {exc.start})") from None
         from_file = [line.strip() for line in lines if line.strip()]
@@ -374,8 +416,9 @@ def cmd_align(args) -> None:
     if foreign:
         raise UserError(f"{_flag(foreign[0])} does not apply to --method {method}")
     _route_assignments(args.set, config_class, method, train, options)
-    summary = run_alignment(AlignSpec(**spec, train=train, method_options=options), args.out,
-                            overwrite=args.overwrite, resume=args.resume)
+    align_spec = AlignSpec(**spec, train=train, method_options=options)
+    _warn_align_counts(align_spec, set(spec))
+    summary = run_alignment(align_spec, args.out, overwrite=args.overwrite, resume=args.resume)
     print(json.dumps(summary, indent=2))
 
 
@@ -389,7 +432,7 @@ def _layers_options(p) -> None:
     p.add_argument("--probe-data", default="builtin:safety@harmful", metavar="SOURCE",
                    help="Harmful prompts with compliant answers to probe with (default: builtin:safety@harmful)")
     p.add_argument("--adapter", help="Probe an aligned model: its LoRA adapter folder (default: none)")
-    p.add_argument("--samples", type=_positive_int(), default=64, metavar="INT",
+    p.add_argument("--samples", type=_positive_int(), metavar="INT",
                    help="Harmful samples in the probe (default: 64)")
     p.add_argument("--batch-size", type=_positive_int(), default=8, metavar="INT",
                    help="Samples per backward pass (default: 8)")
@@ -406,10 +449,13 @@ def cmd_layers(args) -> None:
     from tvaccine.outputs import OutputDir
 
     records = pick_split(load_source(args.probe_data), "harmful", "train")  # checked before the model loads
+    if args.samples is not None and args.samples > len(records):
+        _warn(f"--samples {args.samples}: {args.probe_data} holds {len(records)} harmful samples; probing with all "
+              f"{len(records)}")
     _check_model_inputs(args, args.adapter)
     with OutputDir(args.out, overwrite=args.overwrite) as work:
         model, tokenizer = _load_merged(args, args.adapter)
-        result = probe_layers(model, tokenizer, records, args.probe_data, args.samples, args.batch_size,
+        result = probe_layers(model, tokenizer, records, args.probe_data, args.samples or 64, args.batch_size,
                               args.template, args.max_length, work.path)
     for index, (norm, prob) in enumerate(zip(result["norms"], result["probabilities"])):
         print(f"layer {index:3d}  ||dL_harm/dh|| = {norm:10.4f}  p = {prob:.3f}  {'#' * round(prob * 100)}")
@@ -478,7 +524,7 @@ def _evaluate_options(p) -> None:
 
 def cmd_evaluate(args) -> None:
     from tvaccine.config import field_default
-    from tvaccine.evaluation.evaluate import EvalSpec, evaluate, evaluation_sets, forward_instrument, score_generations
+    from tvaccine.evaluation.evaluate import EvalSpec, evaluate, forward_instrument, score_generations
     from tvaccine.outputs import OutputDir
 
     values = _given(args, "eval")
@@ -491,14 +537,13 @@ def cmd_evaluate(args) -> None:
         saved = out / "eval_spec.json"
         if not (out / "generations_harmful.jsonl").is_file() or not saved.is_file():
             raise UserError(f"{out} holds no saved generations to re-score")
-        stored = json.loads(saved.read_text())
-        if "harmful" in stored:  # written before the field was named eval_harmful
-            stored["eval_harmful"] = stored.pop("harmful")
+        stored = _saved_eval_spec(saved)
         spec = EvalSpec(**{**stored, "judge": values.get("judge", field_default(EvalSpec, "judge"))})
+        _check_saved_generations(out)
         scores = score_generations(out, spec)
     else:
         spec = EvalSpec(**values)
-        evaluation_sets(spec)
+        _warn_eval_counts(spec, set(values))
         _check_model_inputs(args, args.adapter, args.attack_adapter)
         with OutputDir(out, overwrite=args.overwrite) as work:
             model, tokenizer = _load_merged(args, args.adapter)
@@ -515,6 +560,44 @@ def cmd_evaluate(args) -> None:
     print(json.dumps(scores, indent=2))
 
 
+def _saved_eval_spec(saved: Path) -> dict:
+    """The settings of saved generations (eval_spec.json), refused by name when they are not EvalSpec's."""
+    from tvaccine.config import init_fields
+    from tvaccine.evaluation.evaluate import EvalSpec
+    from tvaccine.models import read_json_object
+
+    stored = read_json_object(saved)
+    if "harmful" in stored:  # written before the field was named eval_harmful
+        stored["eval_harmful"] = stored.pop("harmful")
+    known = {f.name for f in init_fields(EvalSpec)}
+    unknown = sorted(set(stored) - known)
+    if unknown:
+        raise UserError(f"{saved}: unknown field {unknown[0]!r}; it is not the eval_spec.json of a tvaccine "
+                        "evaluation (or comes from another version)")
+    return stored
+
+
+def _check_saved_generations(out: Path) -> None:
+    """Each saved answer has the fields that scoring reads, so a hand-edited or foreign file is one line."""
+    from tvaccine.models import read_json_object
+    from tvaccine.results_io import read_jsonl
+
+    for name, needed in (("harmful", ("instruction", "generation")), ("task", ("generation",)),
+                         ("borderline", ("generation",))):
+        path = out / f"generations_{name}.jsonl"
+        if not path.is_file():
+            continue
+        wanted = list(needed)
+        if name == "task":
+            metric = read_json_object(out / "generations_task.meta.json").get("metric")
+            wanted += {"number": ["answer"], None: []}.get(metric, ["label"])
+        for number, row in enumerate(read_jsonl(path), 1):
+            for key in wanted:
+                if row.get(key) is None or (key in needed and not isinstance(row[key], str)):
+                    raise UserError(f"{path}: line {number} has no {key!r} text; is it a file tvaccine evaluate "
+                                    "wrote?")
+
+
 # ------------------------------------------------------------------------------------------- run / report
 
 def _run_options(p) -> None:
@@ -523,7 +606,10 @@ def _run_options(p) -> None:
     group = p.add_mutually_exclusive_group()
     group.add_argument("--preset", choices=PRESETS, help="A built-in run config (default: cpu)")
     group.add_argument("--config", help="A YAML run config, like the presets in src/tvaccine/presets (default: none)")
-    p.add_argument("--results", help="Results folder; a rerun reuses its finished stages (default: results/<name>)")
+    p.add_argument("--results", help="Results folder; a rerun reuses its finished stages and keeps the rows of the "
+                                     "methods and settings it does not redo (default: results/<name>)")
+    p.add_argument("--overwrite", action="store_true", help="Replace the results folder instead of reusing it (only "
+                                                            "a tvaccine results folder is ever replaced)")
     p.add_argument("--methods", help="Comma-separated methods to run instead of the config's; stages already in "
                                      "--results are reused (default: the config's)")
     p.add_argument("--seed", metavar="INT[,INT...]", help="Replaces the config's seed; several (42,43,44) run the "
@@ -545,12 +631,17 @@ def cmd_run(args) -> None:
         seeds = coerce(args.seed, int | list[int], "--seed", text=True)
         config["seed"] = seeds
     plans = seed_plans(config, methods)
+    name = plans[0].name
+    if not args.results and (not name.strip() or name in (".", "..") or "/" in name or "\\" in name):
+        raise UserError(f"name: {name!r} is not a folder name, and names the results folder results/<name>: "
+                        "use a plain name such as my-run, or pass --results")
+    _warn_run_counts(config, plans[0])
     # Another seed's results are never replaced by default.
     suffix = "" if seeds is None else "-seed" + "-".join(str(p.seed) for p in plans)
-    results = Path(args.results or f"results/{plans[0].name}{suffix}")
+    results = Path(args.results or f"results/{name}{suffix}")
     start = time.perf_counter()
     try:
-        report = run_and_report(plans, results)
+        report = run_and_report(plans, results, overwrite=args.overwrite)
     except KeyboardInterrupt as exc:
         raise Interrupted(f"finished stages are kept in {results}: rerun the same command to continue with the "
                           "rest") from exc
@@ -560,14 +651,32 @@ def cmd_run(args) -> None:
 
 def _report_options(p) -> None:
     p.add_argument("results", help="A `tvaccine run` results folder")
+    p.add_argument("--out", help="Folder for report.md and its charts, so that the results folder is left as it "
+                                 "is (default: the results folder itself)")
 
 
 def cmd_report(args) -> None:
+    from tvaccine.outputs import RESULTS_KIND, check_output_path, output_kind, write_marker
     from tvaccine.pipeline import load_results
-    from tvaccine.report import write_report
+    from tvaccine.report import check_rows, write_report
 
-    print(write_report(Path(args.results), load_results(args.results)))
-    print(f"\nreport: {Path(args.results) / 'report.md'}")
+    results = Path(args.results)
+    rows = load_results(results)
+    check_rows(results, rows)
+    out = Path(args.out) if args.out else results
+    if out.resolve() == results.resolve():
+        if output_kind(results) != RESULTS_KIND:
+            raise UserError(f"{results} is not a tvaccine results folder (no .tvaccine marker), so its files are "
+                            "not replaced: pass --out to write the report elsewhere")
+    else:
+        check_output_path(out, "report folder")
+        if out.is_dir() and any(out.iterdir()) and output_kind(out) != "report":
+            raise UserError(f"report folder {out} exists and is not empty, and holds no earlier tvaccine report: "
+                            "choose another --out")
+        out.mkdir(parents=True, exist_ok=True)
+        write_marker(out, "report")
+    print(write_report(results, rows, out))
+    print(f"\nreport: {out / 'report.md'}")
 
 
 # ------------------------------------------------------------------------------------------- parser
@@ -609,10 +718,52 @@ def _progress_bars_for_logs() -> None:
         os.environ.setdefault("TQDM_MININTERVAL", "5")
 
 
+HUB_COMMANDS = ("generate", "data", "align", "layers", "attack", "evaluate", "run")  # may read from the hub
+
+
+def _hub_reachable(timeout: float = 2.0) -> bool:
+    """One TCP connection to the hub's endpoint, given up after ``timeout`` seconds (a name look-up
+    that hangs included)."""
+    import socket
+    import threading
+    from urllib.parse import urlsplit
+
+    url = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    reached = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection((url.hostname, url.port or (80 if url.scheme == "http" else 443)),
+                                     timeout=timeout).close()
+            reached.append(True)
+        except (OSError, ValueError):
+            pass
+
+    thread = threading.Thread(target=connect, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(reached)
+
+
+def _offline_without_network(command: str) -> None:
+    """Without a network, each hub look-up retries for half a minute before it fails. When the hub
+    cannot be reached, offline mode makes a hub id read the local cache or fail at once, in one line.
+    Set before huggingface_hub is imported (it reads the variable then); a user's own HF_HUB_OFFLINE
+    and a configured proxy are left to decide."""
+    if command not in HUB_COMMANDS or "HF_HUB_OFFLINE" in os.environ or "TRANSFORMERS_OFFLINE" in os.environ:
+        return
+    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return
+    if not _hub_reachable():
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     _progress_bars_for_logs()
     command = next((a for a in argv if not a.startswith("-")), "")
+    _offline_without_network(command)
     try:
         args = build_parser(command if command in COMMANDS else "").parse_args(argv)
     except SystemExit as exc:  # --help, or a usage error already printed on one line

@@ -40,6 +40,18 @@ RENAMED = {
               "warmup_ratio": "warmup_steps", "lr_scheduler": "lr_scheduler_type"},
     "method_options": {"tau": "perturbation_interval"},
 }
+MAX_SEED = 2**32 - 1  # numpy's seed range, which transformers' set_seed passes the seed to
+SEED_FIELDS = ("seed", "data_seed")
+# transformers' report_to integrations: the module each imports, and how to install it (an extra of
+# tvaccine where there is one).
+INTEGRATIONS = {"wandb": (("wandb",), "wandb"),
+                "tensorboard": (("tensorboard", "tensorboardX"), "'tvaccine[tensorboard]'"),
+                "mlflow": (("mlflow",), "mlflow"), "comet_ml": (("comet_ml",), "comet_ml"),
+                "neptune": (("neptune",), "neptune"), "clearml": (("clearml",), "clearml"),
+                "codecarbon": (("codecarbon",), "codecarbon"), "dvclive": (("dvclive",), "dvclive"),
+                "swanlab": (("swanlab",), "swanlab"), "trackio": (("trackio",), "trackio"),
+                "azure_ml": (("azureml",), "azureml-core"), "flyte": (("flytekit",), "flytekit"),
+                "dagshub": (("dagshub",), "dagshub")}
 _WARMUP_NOTE = " (transformers 5 has no warmup_ratio: a warmup_steps value below 1 is a ratio of the steps)"
 
 
@@ -183,6 +195,26 @@ def coerce_fields(spec) -> None:
     hints = type_hints(type(spec))
     for field in init_fields(type(spec)):
         setattr(spec, field.name, coerce(getattr(spec, field.name), hints[field.name], field.name))
+        if field.name in SEED_FIELDS:
+            check_seed(getattr(spec, field.name), field.name)
+
+
+def check_seed(value, name: str) -> None:
+    """A seed (or a list of them) in numpy's range: outside it, set_seed fails only after the model loaded."""
+    for seed in value if isinstance(value, list) else [value]:
+        if isinstance(seed, int) and not 0 <= seed <= MAX_SEED:
+            raise UserError(f"{name} must be in [0, 2**32 - 1], got {seed}")
+
+
+def check_integrations(report_to, label: str = "report_to") -> None:
+    """Each integration named by report_to is installed: the Trainer would refuse it only when it starts."""
+    import importlib.util
+
+    for name in report_to or []:
+        modules, install = INTEGRATIONS.get(name, ((), ""))
+        if modules and not any(importlib.util.find_spec(module) for module in modules):
+            raise UserError(f"{label}: {name} needs the package {modules[0]}, which is not installed: "
+                            f"pip install {install}")
 
 
 def require(condition: bool, message: str) -> None:
@@ -257,6 +289,8 @@ def training_arguments(config_class, train: dict, method_options: dict, label: s
         if key not in base:
             raise unknown_name("train", key, base)
         values[key] = coerce(value, hints[key], f"train.{key}")
+        if key in SEED_FIELDS:
+            check_seed(values[key], f"train.{key}")
     for key, value in method_options.items():
         if key not in own:
             require(key not in base, f"method_options.{key} is a training argument: set it in train")
@@ -275,6 +309,7 @@ def training_arguments(config_class, train: dict, method_options: dict, label: s
         args = config_class(**values, **fixed)
     except ValueError as exc:
         raise UserError(f"{label}: {first_line(exc)}") from None
+    check_integrations(args.report_to, "train.report_to")
     for name, low, inclusive in (("learning_rate", 0, False), ("num_train_epochs", 0, False),
                                  ("per_device_train_batch_size", 1, True), ("gradient_accumulation_steps", 1, True),
                                  ("weight_decay", 0, True), ("warmup_steps", 0, True)):
@@ -293,8 +328,10 @@ def load_config(preset: str | None = None, path: str | None = None) -> dict:
     """A run config: the YAML file at ``path``, or a built-in preset (default ``cpu``)."""
     if path:
         file = Path(path)
-        if not file.is_file():
+        if not file.exists():
             raise UserError(f"config file not found: {path}")
+        if not file.is_file():  # a pipe would block the read forever
+            raise UserError(f"config file {path} is not a regular file (a folder, pipe or device)")
         try:
             text = file.read_text(encoding="utf-8")
         except UnicodeDecodeError as exc:

@@ -6,11 +6,14 @@ every supported architecture without knowing its class names.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
 import os
 import re
+import struct
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,6 +84,15 @@ def check_model_dir(directory: Path) -> None:
                  "model.safetensors.index.json"):
         if (directory / name).is_file():
             read_json_object(directory / name)
+    config = read_json_object(directory / "config.json") if (directory / "config.json").is_file() else {}
+    model_type = config.get("model_type")
+    if isinstance(model_type, str) and "auto_map" not in config:  # else transformers warns, then fails
+        import transformers
+        from transformers import CONFIG_MAPPING
+
+        if model_type not in CONFIG_MAPPING:
+            raise UserError(f"{directory / 'config.json'}: model_type {model_type!r} is not a model type that "
+                            f"transformers {transformers.__version__} knows")
     for weights in sorted(directory.glob("*.safetensors")):
         check_safetensors(weights)
 
@@ -134,6 +146,8 @@ def resolve_model(spec: str, allow_pickle: bool = False) -> tuple[str, Path | st
         with open(path, "rb") as handle:
             if handle.read(4) != b"GGUF":
                 raise UserError(f"{spec} is not a GGUF file (bad magic bytes)")
+        stat = path.stat()
+        _check_gguf(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
         return "gguf", path
     if path.exists():
         if not (path / "config.json").is_file():
@@ -145,6 +159,47 @@ def resolve_model(spec: str, allow_pickle: bool = False) -> tuple[str, Path | st
     if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
         raise UserError(f"model path not found: {spec}")
     return "hub", spec
+
+
+def check_hub_model(spec: str, allow_pickle: bool = False) -> None:
+    """A hub id, when the hub is offline (HF_HUB_OFFLINE, which ``tvaccine`` sets when the hub cannot
+    be reached), must be in the local cache: one line at once instead of the hub client's failure."""
+    if resolve_model(spec, allow_pickle)[0] == "hub" and _hub_offline() and not _in_hub_cache(spec):
+        raise UserError(f"model {spec!r} is not in the local Hugging Face cache and the hub is offline "
+                        "(HF_HUB_OFFLINE, or no network): download it once online, or pass a local directory or "
+                        ".gguf file")
+
+
+@functools.cache
+def _check_gguf(path: str, size: int, mtime_ns: int) -> None:
+    """Read a GGUF file's header and tensor table (memory-mapped; once per file version): a file cut
+    short fails here in one line instead of deep inside the de-quantization."""
+    from gguf import GGUFReader
+
+    try:
+        reader = GGUFReader(path)
+        end = max((t.data_offset + int(t.n_bytes) for t in reader.tensors), default=0)
+    except Exception as e:  # noqa: BLE001 - the reader raises ValueError, struct.error, IndexError...
+        raise UserError(f"{path}: not a readable GGUF file ({_first_line(e)}); it may be truncated or "
+                        "corrupted") from None
+    if end > size:
+        raise UserError(f"{path}: the GGUF file is cut short ({size} bytes, its tensors need {end}); it may be "
+                        "truncated")
+
+
+def _hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    return constants.is_offline_mode() if hasattr(constants, "is_offline_mode") else constants.HF_HUB_OFFLINE
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except Exception:  # noqa: BLE001 - a malformed id is not in the cache either
+        return False
 
 
 def _gguf_cache_path(gguf: Path) -> Path:
@@ -173,8 +228,11 @@ def _materialise_gguf(gguf: Path, trust_remote_code: bool) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     kwargs = dict(gguf_file=gguf.name, trust_remote_code=trust_remote_code)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, **kwargs)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, dtype=torch.float32, **kwargs)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, dtype=torch.float32, **kwargs)
+    except (ValueError, KeyError, OSError, struct.error) as e:  # a GGUF file without a model transformers reads
+        raise UserError(f"could not load the model in {gguf}: {_first_line(e)}") from None
     # The de-quantized weights are plain tensors; drop the GGUF quantizer so the model can be saved.
     model.hf_quantizer = None
     model.config.__dict__.pop("quantization_config", None)
@@ -229,6 +287,7 @@ def load_model(spec: str = DEFAULT_MODEL, dtype: str | torch.dtype | None = None
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     kind, where = resolve_model(spec, allow_pickle)
+    check_hub_model(spec, allow_pickle)
     device = torch.device(device) if device else _auto_device()
     dtype = parse_dtype(dtype) or default_dtype(device)
     if kind == "gguf":
@@ -350,11 +409,23 @@ def add_lora(model: nn.Module, r: int = 8, alpha: float = 1.0, dropout: float = 
         raise UserError(f"LoRA rank must be >= 1, got {r}")
     if not 0 <= dropout < 1:
         raise UserError(f"LoRA dropout must be in [0, 1), got {dropout}")
+    if targets:
+        _check_lora_targets(model, targets)
     targets = targets or default_lora_targets(model)
     fan_in_fan_out = any(type(m).__name__ == "Conv1D" for m in model.modules())
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets,
                         fan_in_fan_out=fan_in_fan_out, task_type="CAUSAL_LM", bias="none")
     return get_peft_model(model, config)
+
+
+def _check_lora_targets(model: nn.Module, targets: list[str]) -> None:
+    """Each LoRA target names a module of the model, matched the way peft matches them (the module's
+    name or its last parts): peft itself refuses only when none matches, with a long traceback."""
+    names = [name for name, _ in model.named_modules() if name]
+    for target in targets:
+        if not any(name == target or name.endswith("." + target) for name in names):
+            raise UserError(f"LoRA target {target!r} is no module of {type(model).__name__}; its projections: "
+                            f"{', '.join(default_lora_targets(model))}")
 
 
 def _model_signature(model: nn.Module) -> dict:
@@ -416,7 +487,9 @@ def load_adapter(model: nn.Module, directory: str | Path, trainable: bool = Fals
 
     check_adapter(directory, model)
     try:
-        return PeftModel.from_pretrained(model, str(directory), is_trainable=trainable)
+        with warnings.catch_warnings():  # peft asks transformers for a property it deprecated
+            warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
+            return PeftModel.from_pretrained(model, str(directory), is_trainable=trainable)
     except (KeyError, TypeError, ValueError, RuntimeError) as e:  # a config value or a shape that does not fit
         raise UserError(f"could not load the adapter {directory}: {type(e).__name__}: {_first_line(e)}") from None
 

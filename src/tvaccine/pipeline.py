@@ -39,7 +39,7 @@ from tvaccine.evaluation.progress import ProgressSpec, fill_last_point, read_cur
 from tvaccine.evaluation.robustness import summarize
 from tvaccine.methods import METHODS
 from tvaccine.models import DEFAULT_MODEL, merge_adapter, resolve_model
-from tvaccine.outputs import OutputLock, check_output_path
+from tvaccine.outputs import RESULTS_KIND, OutputLock, check_output_path, check_replaceable, write_marker
 from tvaccine.precision import PRECISIONS
 from tvaccine.results_io import environment, read_jsonl, write_json, write_jsonl, write_text
 from tvaccine.timing import add_phase, breakdown, snapshot, timed
@@ -181,6 +181,8 @@ class Plan:
                  if key in train_hints and isinstance(value, list) and not admits_list(train_hints[key])]
         for path, values in axes:
             require(values, f"attack.{'.'.join(path)}: an empty list sweeps over nothing; give one value or several")
+            require(len({json.dumps(v, default=str) for v in values}) == len(values),
+                    f"attack.{'.'.join(path)} lists a value twice: {values} (a sweep runs each value once)")
         settings = []
         for point in itertools.product(*(values for _, values in axes)):
             setting = copy.deepcopy(attack)
@@ -271,38 +273,49 @@ def seed_plans(config: dict, methods: list[str] | None = None) -> list[Plan]:
     return [Plan(config, methods, seed=s) for s in (seed if isinstance(seed, list) else [seed])]
 
 
-def run_seeds(plans: list[Plan], results: str | Path, log=print) -> list[dict]:
+def run_seeds(plans: list[Plan], results: str | Path, log=print, overwrite: bool = False) -> list[dict]:
     """One seed runs into ``results`` itself; several run into ``results/seed-<N>`` each, and the top
-    level collects every seed's rows in one results.jsonl for the report's means and intervals."""
+    level collects every seed's rows in one results.jsonl for the report's means and intervals.
+    ``overwrite`` replaces a results folder instead of reusing its stages."""
     results = Path(results)
     if len(plans) == 1:
-        return run_experiment(plans[0], results, log)
-    if (results / "align").is_dir() or (results / "attack").is_dir():
+        if not overwrite and any(results.glob("seed-*/results.jsonl")):
+            raise UserError(f"{results} holds a several-seed run; give a single-seed run its own --results folder")
+        return run_experiment(plans[0], results, log, overwrite)
+    if not overwrite and ((results / "align").is_dir() or (results / "attack").is_dir()):
         raise UserError(f"{results} holds a single-seed run; give a several-seed run its own --results folder")
     rows = []
-    with _results_folder(results):
-        results.mkdir(parents=True, exist_ok=True)
+    with _results_folder(results, overwrite) as previous:
         config = {**plans[0].config, "seed": [plan.seed for plan in plans]}
-        write_text(results / "run_config.yaml", yaml.safe_dump(config, sort_keys=False))
+        _write_config(results, config, _merged_rows(results, previous, [], by_seed=True), by_seed=True)
         write_json(results / "environment.json", environment())
         start, since = time.perf_counter(), snapshot()
         for plan in plans:
             log(f"=== seed {plan.seed} ===")
             rows += run_experiment(plan, results / f"seed-{plan.seed}", log)
-            write_jsonl(results / "results.jsonl", rows)
+            merged = _merged_rows(results, previous, rows, by_seed=True)
+            write_jsonl(results / "results.jsonl", merged)
+        _write_config(results, config, merged, by_seed=True)
         write_json(results / "timing.json", breakdown(time.perf_counter() - start, since))
     return rows
 
 
 @contextlib.contextmanager
-def _results_folder(results: Path):
-    """Hold the results folder's lock; a folder this run created is removed again if it fails before
-    any stage finished."""
-    check_output_path(results)
-    created = not results.exists()
+def _results_folder(results: Path, overwrite: bool = False):
+    """Hold the results folder's lock and yield the rows already in it. The folder must be new, empty
+    or a tvaccine results folder (replaced with ``overwrite``, else reused): nothing else is written
+    into or deleted. A folder this run created is removed again if it fails before any stage finished."""
+    check_output_path(results, "results folder")
+    replace = check_replaceable(results, overwrite, "results folder", "--results", RESULTS_KIND, reuse=True)
+    created = replace or not results.exists()
     with OutputLock(results) as lock:
         try:
-            yield
+            if replace:
+                shutil.rmtree(results)
+            previous = read_jsonl(results / "results.jsonl") if (results / "results.jsonl").is_file() else []
+            results.mkdir(parents=True, exist_ok=True)
+            write_marker(results, RESULTS_KIND)
+            yield previous
         except BaseException:
             if created and not any(results.rglob("summary.json")) and not any(results.rglob("scores.json")):
                 shutil.rmtree(results, ignore_errors=True)
@@ -311,17 +324,50 @@ def _results_folder(results: Path):
             raise
 
 
-def run_experiment(plan: Plan, results: str | Path, log=print) -> list[dict]:
-    """Every stage of ``plan`` into ``results``, reusing the stages already there. A second run into the
-    same folder is refused; a folder this run created is removed again if nothing in it finished."""
+def run_experiment(plan: Plan, results: str | Path, log=print, overwrite: bool = False) -> list[dict]:
+    """Every stage of ``plan`` into ``results``, reusing the stages already there (``overwrite``: none).
+    A second run into the same folder is refused; a folder this run created is removed again if nothing
+    in it finished. Returns this run's rows; results.jsonl also keeps the earlier rows it did not redo."""
     results = Path(results)
-    with _results_folder(results):
-        return _run_stages(plan, results, log)
+    with _results_folder(results, overwrite) as previous:
+        return _run_stages(plan, results, log, previous)
 
 
-def _run_stages(plan: Plan, results: Path, log) -> list[dict]:
-    results.mkdir(parents=True, exist_ok=True)
-    write_text(results / "run_config.yaml", yaml.safe_dump(plan.config, sort_keys=False))
+def _merged_rows(results: Path, previous: list[dict], new: list[dict], by_seed: bool = False) -> list[dict]:
+    """This run's rows in place of the earlier rows they redo (same method and setting, and seed with
+    ``by_seed``). An earlier row that this run did not redo is kept while the attack it was measured on
+    is still in the folder: a redone alignment deletes the attacks on the old one, and so their rows."""
+    def key(row: dict) -> tuple:
+        return row.get("seed") if by_seed else None, row.get("method"), row.get("setting")
+
+    def measured(row: dict) -> bool:
+        if not isinstance(row.get("method"), str) or not isinstance(row.get("setting"), str):
+            return False
+        folder = results / f"seed-{row.get('seed')}" if by_seed else results
+        return (folder / "attack" / row["method"] / row["setting"] / "eval" / "scores.json").is_file()
+
+    fresh = {key(row): row for row in new}
+    merged, placed = [], set()
+    for row in previous:
+        if key(row) in fresh:
+            if key(row) not in placed:
+                merged.append(fresh[key(row)])
+                placed.add(key(row))
+        elif measured(row):
+            merged.append(row)
+    return merged + [row for row in new if key(row) not in placed]
+
+
+def _write_config(results: Path, config: dict, rows: list[dict], by_seed: bool = False) -> None:
+    """run_config.yaml: this run's config, its methods (and seeds) widened to those of every row kept."""
+    config = {**config, "methods": list(dict.fromkeys([*(r["method"] for r in rows), *config["methods"]]))}
+    if by_seed:
+        config["seed"] = list(dict.fromkeys([*(r.get("seed") for r in rows), *config["seed"]]))
+    write_text(results / "run_config.yaml", yaml.safe_dump(config, sort_keys=False))
+
+
+def _run_stages(plan: Plan, results: Path, log, previous: list[dict]) -> list[dict]:
+    _write_config(results, plan.config, _merged_rows(results, previous, []))
     write_json(results / "environment.json", environment())
     start, since = time.perf_counter(), snapshot()
     rows = []
@@ -369,7 +415,8 @@ def _run_stages(plan: Plan, results: Path, log) -> list[dict]:
                          "align_mean_step_s": align_summary.get("mean_step_s"),
                          "align_final_loss": align_summary.get("final_loss"),
                          "seed": plan.seed, "judge": plan.eval_spec.judge})
-            write_jsonl(results / "results.jsonl", rows)
+            write_jsonl(results / "results.jsonl", _merged_rows(results, previous, rows))
+    _write_config(results, plan.config, _merged_rows(results, previous, rows))
     write_json(results / "timing.json", breakdown(time.perf_counter() - start, since))
     return rows
 
@@ -417,14 +464,14 @@ def _brief(scores: dict) -> str:
     return ", ".join(parts)
 
 
-def run_and_report(plans: list[Plan], results: str | Path, log=print) -> str:
+def run_and_report(plans: list[Plan], results: str | Path, log=print, overwrite: bool = False) -> str:
     """``run_seeds`` then the report; ``timing.json`` accounts for the whole wall time, the report's included
     (the report itself shows the breakdown up to the report)."""
     from tvaccine.report import write_report
 
     results = Path(results)
     start, since = time.perf_counter(), snapshot()
-    run_seeds(plans, results, log)
+    run_seeds(plans, results, log, overwrite)
     write_json(results / "timing.json", breakdown(time.perf_counter() - start, since))
     with timed("report"):
         text = write_report(results, load_results(results))

@@ -10,6 +10,7 @@ import csv
 import gzip
 import io
 import json
+import re
 import zlib
 from pathlib import Path
 
@@ -26,6 +27,8 @@ def read_text(path: str | Path) -> str:
         raise UserError(f"{path}: no such file")
     if path.is_dir():
         raise UserError(f"{path}: is a directory, expected a file")
+    if not path.is_file():  # a pipe would block the read forever, a device never end
+        raise UserError(f"{path}: not a regular file (a pipe, socket or device); save the data to a file")
     try:
         data = path.read_bytes()
         if path.suffix == ".gz":
@@ -79,7 +82,30 @@ def read_rows(path: str | Path, fieldnames: list[str] | None = None) -> list[Row
     for where, row in rows:
         if not isinstance(row, dict):
             raise UserError(f"{where}: expected an object with named fields, got a {type(row).__name__}")
+    if kind in (".json", ".jsonl") and _SURROGATE_ESCAPE.search(text):
+        for where, row in rows:
+            _refuse_lone_surrogates(where, row)
     return rows
+
+
+# A JSON escape of a UTF-16 surrogate: a pair decodes to one character, a lone one to a code point
+# that is not text (printing or encoding it fails), so the rows are checked only when one appears.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _refuse_lone_surrogates(where: str, value, key: str = "") -> None:
+    if isinstance(value, str):
+        found = _SURROGATE.search(value)
+        if found:
+            raise UserError(f"{where}: field {key!r} holds a lone UTF-16 surrogate (\\u{ord(found.group()):04x}), "
+                            "which is not text; fix or remove it")
+    elif isinstance(value, dict):
+        for name, item in value.items():
+            _refuse_lone_surrogates(where, item, f"{key}.{name}" if key else str(name))
+    elif isinstance(value, list):
+        for item in value:
+            _refuse_lone_surrogates(where, item, key)
 
 
 def _read_delimited(path: Path, text: str, kind: str, fieldnames: list[str] | None) -> list[Row]:
