@@ -24,7 +24,9 @@ def tiny_study_config(path: Path) -> Path:
     config["attack"].update(n=10, max_length=512, train={"learning_rate": 1e-3, "max_steps": 2,
                                                          "per_device_train_batch_size": 5})
     config["progress"] = {"every": 1, "n_harmful": 3, "n_task": 2, "n_borderline": 2}
-    config["evaluate"].update(n_harmful=3, n_task=2, n_borderline=2, max_new_tokens_harmful=4, max_new_tokens_task=2)
+    config["evaluate"].update(n_harmful=3, n_task=2, n_borderline=2, max_new_tokens_harmful=4, max_new_tokens_task=2,
+                              forward_harmful=None)  # the preset's BeaverTails path is relative to the repository
+    config["align"]["benign_answers"] = "given"  # the tiny model's own answers rarely end
     path.write_text(yaml.safe_dump(config))
     return path
 
