@@ -4,6 +4,13 @@
     python benchmarks/step_cost.py --shape tiny --cpu                             # seconds, on CPU
     python benchmarks/step_cost.py --model <hub id, dir or .gguf> --cpu           # real weights
 
+T-Vaccine against Vaccine, every checkpoint mode, budgets, Accelerated T-Vaccine and the
+no-unused-work switches, in one run on the default model (the README's trade-off table):
+
+    python benchmarks/step_cost.py --cpu --methods vaccine,t-vaccine --batch 8 --seq-len 128 \
+        --layers-per-draw 8 --trainable-scopes reference --checkpoint-modes true,false,auto \
+        --budgets 0.7,0.8,0.9,1.0 --perturbation-intervals 10 --ablations lean_pass1,reuse_lower_hidden_state
+
 ``--shape NAME`` builds the architecture in ``benchmarks/shapes/NAME.json`` (published config
 numbers) with random weights directly on the device: peak memory and step time do not depend on
 the weight values, so the papers' 7B claims can be checked without downloading anything.
@@ -14,6 +21,13 @@ peak reserved on a GPU, the peak resident set size on CPU. Step time is the mean
 (step 1 pays one-off set-up and T-Vaccine's probe). For Vaccine and T-Vaccine the step is split
 into pass 1 (the perturbation search), pass 2 (training under the perturbation), the optimizer
 and the one-off probe; the GPU is synchronised at these boundaries.
+
+``--budgets`` are fractions of Vaccine's measured peak in this run (Vaccine runs first): each gives
+a T-Vaccine job under ``checkpoint_unselected: auto`` with that ``memory_budget_gib``. An
+Accelerated T-Vaccine job (``--perturbation-intervals``, tau > 1) reports the step time amortised
+over tau steps: one search step (the same T-Vaccine job at tau 1 in this run) and tau - 1 of its own
+plain steps. ``--ablations`` repeat Vaccine and T-Vaccine (checkpoint ``true``) with one of the
+trainers' no-unused-work switches off, to measure what each saves.
 """
 
 from __future__ import annotations
@@ -37,6 +51,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SHAPES = Path(__file__).resolve().parent / "shapes"
 METHOD_ORDER = ("sft", "vaccine", "t-vaccine", "repnoise", "tar")
 BASELINES = ("sft", "vaccine")
+CHECKPOINT_MODES = ("true", "false", "auto")
+# The trainers' switches for work the update never uses (methods/vaccine.py), and who has them.
+ABLATIONS = {"lean_pass1": ("vaccine", "t-vaccine"), "reuse_lower_hidden_state": ("t-vaccine",)}
 # Trainer methods timed as phases of a step, when the trainer has them.
 PHASES = {"search_perturbation": "pass1_s", "probe": "probe_s", "tamper_resistance_gradients": "tar_attack_s"}
 
@@ -55,6 +72,10 @@ class Settings:
     methods: tuple[str, ...] = METHOD_ORDER
     layers_per_draw: tuple[int, ...] = ()
     trainable_scopes: tuple[str, ...] = ()
+    checkpoint_modes: tuple[str, ...] = ()
+    budgets: tuple[float, ...] = ()  # fractions of Vaccine's measured peak, for `auto`
+    perturbation_intervals: tuple[int, ...] = ()  # Accelerated T-Vaccine's tau values (> 1)
+    ablations: tuple[str, ...] = ()
 
     def validate(self) -> None:
         from tvaccine.errors import UserError
@@ -74,26 +95,70 @@ class Settings:
             raise UserError(f"steps must be >= 2 (the mean skips step 1), got {self.steps}")
         if any(s < 1 for s in self.layers_per_draw):
             raise UserError(f"S (layers per draw) must be >= 1, got {list(self.layers_per_draw)}")
-        if (self.layers_per_draw or self.trainable_scopes) and "t-vaccine" not in self.methods:
+        tvaccine_options = (self.layers_per_draw, self.trainable_scopes, self.checkpoint_modes, self.budgets,
+                            self.perturbation_intervals)
+        if any(tvaccine_options) and "t-vaccine" not in self.methods:
             raise UserError("T-Vaccine options are given but t-vaccine is not among the methods")
         unknown = [s for s in self.trainable_scopes if s not in TRAINABLE_SCOPES]
         if unknown:
             raise UserError(f"unknown trainable scope {unknown[0]!r}; choose from {', '.join(TRAINABLE_SCOPES)}")
+        unknown = [m for m in self.checkpoint_modes if m not in CHECKPOINT_MODES]
+        if unknown:
+            raise UserError(f"unknown checkpoint mode {unknown[0]!r}; choose from {', '.join(CHECKPOINT_MODES)}")
+        if self.budgets and "auto" not in self.checkpoint_modes:
+            raise UserError("budgets are for checkpoint mode auto: add auto to --checkpoint-modes")
+        if self.budgets and "vaccine" not in self.methods:
+            raise UserError("budgets are fractions of Vaccine's measured peak: add vaccine to --methods")
+        if any(b <= 0 for b in self.budgets):
+            raise UserError(f"budgets must be > 0 (fractions of Vaccine's peak), got {list(self.budgets)}")
+        if any(t < 2 for t in self.perturbation_intervals):
+            raise UserError(f"perturbation intervals (Accelerated T-Vaccine's tau) must be >= 2, got "
+                            f"{list(self.perturbation_intervals)}")
+        unknown = [a for a in self.ablations if a not in ABLATIONS]
+        if unknown:
+            raise UserError(f"unknown ablation {unknown[0]!r}; choose from {', '.join(ABLATIONS)}")
+        if any(not set(ABLATIONS[a]) & set(self.methods) for a in self.ablations):
+            raise UserError("the ablations apply to " + ", ".join(sorted({m for a in self.ablations
+                                                                          for m in ABLATIONS[a]}))
+                            + ": add one of them to --methods")
         depth = shape_config(self.shape)["num_hidden_layers"] if self.shape else None
         if depth is not None and any(s > depth for s in self.layers_per_draw):
             raise UserError(f"S = {max(self.layers_per_draw)} layers per draw, but {self.shape} has {depth} layers")
         parse_dtype(self.dtype)
 
     def jobs(self) -> list[dict]:
-        """One job per method; T-Vaccine once per S and trainable scope (None: the project's default)."""
+        """One job per method; T-Vaccine once per S, trainable scope and checkpoint mode (None: the
+        project's default), `auto` once per budget; then Accelerated T-Vaccine and the ablations.
+        Vaccine always runs before T-Vaccine: the budgets are fractions of its peak."""
         jobs = []
-        for method in self.methods:
+        methods = list(self.methods)
+        if "vaccine" in methods and "t-vaccine" in methods and methods.index("t-vaccine") < methods.index("vaccine"):
+            methods.remove("t-vaccine")
+            methods.insert(methods.index("vaccine") + 1, "t-vaccine")
+        for method in methods:
             if method != "t-vaccine":
                 jobs.append({"method": method})
+                jobs += [{"method": method, "ablation": a} for a in self.ablations if method in ABLATIONS[a]]
                 continue
             for count in self.layers_per_draw or (None,):
                 for scope in self.trainable_scopes or (None,):
-                    jobs.append({"method": method, "layers_per_draw": count, "trainable_scope": scope})
+                    base = {"method": method, "layers_per_draw": count, "trainable_scope": scope}
+                    modes = []
+                    for mode in self.checkpoint_modes or (None,):
+                        if mode == "auto":
+                            modes += [{"checkpoint_unselected": "auto", "budget_fraction": b}
+                                      for b in self.budgets or (None,)]
+                        else:
+                            modes.append({"checkpoint_unselected": mode})
+                    jobs += [{**base, **mode} for mode in modes]
+                    # Accelerated T-Vaccine under `true` (or the default) and under the largest budget.
+                    fast = [m for m in modes if m["checkpoint_unselected"] in (None, "true")][:1]
+                    fast += [m for m in modes if m["checkpoint_unselected"] == "auto"][-1:]
+                    jobs += [{**base, **mode, "perturbation_interval": tau}
+                             for tau in self.perturbation_intervals for mode in fast or [{}]]
+                    checkpointed = next((m for m in modes if m["checkpoint_unselected"] in (None, "true")), {})
+                    jobs += [{**base, **checkpointed, "ablation": a} for a in self.ablations
+                             if method in ABLATIONS[a]]
         return jobs
 
 
@@ -189,8 +254,11 @@ def step_timer(device):
 
 
 def summarise_steps(steps: list[dict]) -> dict:
-    """Mean of steps 2..N, split into phases; the probe (step 1 only) is reported once, whole."""
+    """Mean of steps 2..N, split into phases; the probe (step 1 only) is reported once, whole. Steps
+    that searched no perturbation (Accelerated T-Vaccine between searches) are also averaged apart."""
     steady = steps[1:]
+    plain = [s["step_s"] for s in steady if not s.get("pass1_s")]
+    searching = [s["step_s"] for s in steady if s.get("pass1_s")]
 
     def mean(key):
         return sum(s.get(key, 0.0) for s in steady) / len(steady)
@@ -201,7 +269,9 @@ def summarise_steps(steps: list[dict]) -> dict:
     phases["optimizer_s"] = step - training
     phases["probe_once_s"] = sum(s.get("probe_s", 0.0) for s in steps)
     return {"mean_step_s": step, "first_step_s": steps[0]["step_s"], "step_times_s": [s["step_s"] for s in steps],
-            "phases": phases}
+            "searched": [bool(s.get("pass1_s")) for s in steps], "phases": phases,
+            "plain_step_s": sum(plain) / len(plain) if plain else None,
+            "search_step_s": sum(searching) / len(searching) if searching else None}
 
 
 def measure(job: dict, settings: Settings) -> dict:
@@ -233,8 +303,10 @@ def measure(job: dict, settings: Settings) -> dict:
     loaded = memory_now(device)
     options = {}
     if job["method"] == "t-vaccine":  # one probe and one draw, at step 1: steps 2..N train on a fixed draw
+        keys = ("layers_per_draw", "trainable_scope", "checkpoint_unselected", "memory_budget_gib",
+                "perturbation_interval")
         options = {"resample_every": 10**6, "probe_every": 10**6, "probe_samples": settings.batch,
-                   **{k: job[k] for k in ("layers_per_draw", "trainable_scope") if job[k] is not None}}
+                   **{k: job[k] for k in keys if job.get(k) is not None}}
     config_class, trainer_class = METHODS[job["method"]]
     with tempfile.TemporaryDirectory(prefix="tvaccine-step-cost-") as output_dir:
         config = config_class(output_dir=output_dir, max_steps=settings.steps,
@@ -246,6 +318,8 @@ def measure(job: dict, settings: Settings) -> dict:
             return {k: torch.tensor([row[k] for row in rows]) for k in rows[0]}
 
         trainer = trainer_class(model=model, args=config, train_dataset=dataset, data_collator=collate, **extra)
+        if job.get("ablation"):
+            setattr(trainer, job["ablation"], False)
         timer = step_timer(device)
         timer.wrap(trainer, "training_step", "training_step_s")
         for attribute, phase in PHASES.items():
@@ -259,9 +333,21 @@ def measure(job: dict, settings: Settings) -> dict:
     sampler = getattr(trainer, "sampler", None)
     tvaccine = {}
     if sampler is not None:
+        uncheckpointed = sorted(trainer.layer_modes(sampler.selected)[1])
+        checkpointed = sorted(layer.index for layer in trainer.hooks.layers if layer.layer.gradient_checkpointing)
+        plans = [e for e in trainer.layer_history if e["event"] == "checkpoint_plan"]
+        modes = trainer.pass2_modes(sampler.selected)
+        recording = [i for i, mode in modes.items() if mode.in_graph and not mode.fixed]
         tvaccine = {"layers_per_draw": sampler.layers_per_draw, "trainable_scope": config.trainable_scope,
                     "probe_batch_size": config.probe_batch_size, "selected_layers": sampler.selected,
-                    "uncheckpointed_layers": sorted(trainer.layer_modes(sampler.selected)[1])}
+                    "uncheckpointed_layers": uncheckpointed, "checkpoint_mode": config.checkpoint_unselected,
+                    "memory_budget_gib": config.memory_budget_gib,
+                    "perturbation_interval": config.perturbation_interval,
+                    # at the last step: the layers the checkpointing covered, of those not drawn
+                    "checkpointed_layers": checkpointed, "unselected_layers": layers - len(uncheckpointed),
+                    # those of them that record activations in pass 2 (above the lowest trainable layer)
+                    "recording_layers": recording,
+                    "checkpoint_plans": plans, "reused_hidden_states": trainer.reused_hidden_states}
     return {**job, "rho": getattr(config, "rho", None), "layers": layers, **tvaccine,
             **summarise_steps(timer.steps), **memory_now(device),
             "loaded": loaded, "train_loss": train_loss, "wall_s": wall, "device": device.type,
@@ -294,6 +380,15 @@ def run_jobs(settings: Settings, spawn: bool = True, log=print) -> list[dict]:
     results = []
     context = multiprocessing.get_context("spawn")
     for job in settings.jobs():
+        if job.get("budget_fraction") is not None:
+            vaccine = next((r for r in results if r["method"] == "vaccine" and not r.get("ablation")), None)
+            if vaccine is None or "error" in vaccine:
+                result = {**job, "error": "no Vaccine peak to take the budget from", "label": label(job),
+                          "isolated": spawn}
+                log(json.dumps(result))
+                results.append(result)
+                continue
+            job = {**job, "memory_budget_gib": job["budget_fraction"] * vaccine[budget_key(vaccine)] / 2**30}
         if not spawn:
             result = {**measure(job, settings), "isolated": False}
         else:
@@ -310,8 +405,36 @@ def run_jobs(settings: Settings, spawn: bool = True, log=print) -> list[dict]:
         result["label"] = label(result)
         log(json.dumps(result))
         results.append(result)
+    amortise(results)
     add_ratios(results)
     return results
+
+
+def budget_key(result: dict) -> str:
+    """The memory that ``auto`` budgets: what ``TVaccineTrainer.measured_peak_bytes`` reads."""
+    return "peak_allocated_bytes" if result.get("device") == "cuda" else "peak_rss_bytes"
+
+
+def amortise(results: list[dict]) -> None:
+    """Accelerated T-Vaccine's step, averaged over one period of tau steps: one search step and
+    tau - 1 plain ones. The search step is this job's own when one fell in steps 2..N, else the
+    matching T-Vaccine job's (same S, scope and checkpointing, tau 1)."""
+    for result in results:
+        tau = result.get("perturbation_interval") or 1
+        if result["method"] != "t-vaccine" or tau == 1 or "error" in result or result.get("plain_step_s") is None:
+            continue
+        search, source = result.get("search_step_s"), "this job"
+        if search is None:
+            same = ("layers_per_draw", "trainable_scope", "checkpoint_unselected", "budget_fraction")
+            twin = next((r for r in results if r["method"] == "t-vaccine" and "error" not in r and not r.get("ablation")
+                         and (r.get("perturbation_interval") or 1) == 1
+                         and all(r.get(k) == result.get(k) for k in same)), None)
+            if twin is None:
+                continue
+            search, source = twin["mean_step_s"], twin["label"]
+        result["amortised"] = {"tau": tau, "search_step_s": search, "plain_step_s": result["plain_step_s"],
+                               "search_step_from": source}
+        result["mean_step_s"] = (search + (tau - 1) * result["plain_step_s"]) / tau
 
 
 def label(result: dict) -> str:
@@ -319,6 +442,14 @@ def label(result: dict) -> str:
     text = name[result["method"]]
     if result["method"] == "t-vaccine" and "layers" in result:
         text += f" S={result['layers_per_draw']}/{result['layers']}, {result['trainable_scope']} scope"
+    if result.get("checkpoint_unselected") is not None:  # asked for with --checkpoint-modes
+        text += f", checkpoint {result['checkpoint_unselected']}"
+        if result.get("budget_fraction") is not None:
+            text += f" within {result['budget_fraction']:g}x Vaccine's peak"
+    if (result.get("perturbation_interval") or 1) > 1:
+        text += f", accelerated tau {result['perturbation_interval']} (non-paper)"
+    if result.get("ablation"):
+        text += f", without {result['ablation']}"
     if result.get("rho") is not None:
         text += f" (rho {result['rho']:g})"
     return text
@@ -400,12 +531,58 @@ def markdown(results: list[dict], command: str, settings: Settings) -> str:
              + (f"; probe: T-Vaccine's layer probe on {probe} sample(s), in step 1 only." if probe else ".")]
     if drawn:
         notes.append("T-Vaccine layers: " + "; ".join(drawn) + ".")
+    if any(r.get("amortised") for r in done):
+        notes.append("accelerated T-Vaccine: step time amortised over tau steps, one search step (the same "
+                     "T-Vaccine job at tau 1 unless it fell in steps 2-N) and tau - 1 plain steps of its own.")
     if not all(r.get("isolated") for r in results):
         notes.append("the methods ran in one process: peak RSS is the process's, not each method's.")
     device = first.get("device_name", "unknown")
     threads = f" ({first['cpu_model']}, torch threads: {first['threads']})" if first.get("device") == "cpu" else ""
     return (header(command, device + threads, first.get("dtype", "?")) + f"\n{chr(10).join(lines)}\n\n"
-            + "".join(f"- {n}\n" for n in notes))
+            + "".join(f"- {n}\n" for n in notes) + tradeoff_table(results))
+
+
+def _ratio(value, base) -> str:
+    return f"{value / base:.2f}" if base else "–"
+
+
+def tradeoff_table(results: list[dict]) -> str:
+    """T-Vaccine against Vaccine, one row per T-Vaccine job: how its checkpointing was planned and
+    what it cost (only when the run asked for checkpoint modes, budgets, tau or ablations)."""
+    asked = [r for r in results if r.get("checkpoint_unselected") is not None or r.get("budget_fraction") is not None
+             or (r.get("perturbation_interval") or 1) > 1 or r.get("ablation")]
+    if not asked:
+        return ""
+    vaccine = next((r for r in results if r["method"] == "vaccine" and not r.get("ablation") and "error" not in r), {})
+    head = ["job", "budget (GiB)", "layers checkpointed", "estimated peak (GiB)", "measured peak (GiB)",
+            "peak / Vaccine", "step (s)", "step / Vaccine", "pass 1 (s)", "pass 2 (s)", "pass 2s from pass 1's state"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = [r for r in results if r["method"] in ("vaccine", "t-vaccine")]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['label']} | failed: {r['error']} |" + " |" * (len(head) - 2))
+            continue
+        key = budget_key(r)
+        plan = next((e for e in reversed(r.get("checkpoint_plans", [])) if not e.get("calibration")), None)
+        estimate = f"{plan['estimated_peak_bytes'] / 2**30:.2f}" if plan else "–"
+        if r["method"] == "t-vaccine":
+            ckpt = len(set(r["checkpointed_layers"]) & set(r["recording_layers"]))
+            covered = f"{ckpt} of {len(r['recording_layers'])}"
+            if plan and plan.get("pass1_checkpointed") is not None:
+                covered += f" (pass 1: {len(set(plan['pass1_checkpointed']) & set(r['recording_layers']))})"
+        else:
+            covered = "–"
+        budget = f"{r['memory_budget_gib']:.2f}" if r.get("memory_budget_gib") else "–"
+        cells = [r["label"], budget, covered, estimate, f"{r[key] / 2**30:.2f}", _ratio(r[key], vaccine.get(key)),
+                 f"{r['mean_step_s']:.3f}", _ratio(r["mean_step_s"], vaccine.get("mean_step_s")),
+                 f"{r['phases']['pass1_s']:.3f}", f"{r['phases']['pass2_s']:.3f}",
+                 str(r.get("reused_hidden_states", "–"))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return ("\n## T-Vaccine against Vaccine\n\n" + "\n".join(lines) + "\n\n"
+            "- layers checkpointed: in pass 2 of the last step, of the layers that could be: neither drawn, nor kept "
+            "uncheckpointed next to a drawn one, nor below the lowest trainable layer (those record nothing either "
+            "way); `auto` gives pass 1 its own plan. Estimated peak: the `auto` planner's estimate of its last plan; "
+            "measured peak: the process's, as in the table above.\n")
 
 
 def default_out(settings: Settings, results: list[dict]) -> Path:
@@ -448,6 +625,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trainable-scopes", default="", help=f"T-Vaccine's trainable scopes, one run each: "
                                                                f"{', '.join(TRAINABLE_SCOPES)} (default: the "
                                                                "project's default)")
+    parser.add_argument("--checkpoint-modes", default="", help="T-Vaccine's checkpoint_unselected values, one run "
+                                                               f"each: {', '.join(CHECKPOINT_MODES)}")
+    parser.add_argument("--budgets", default="", help="with auto among the checkpoint modes: memory budgets as "
+                                                      "fractions of Vaccine's peak in this run, one run each, "
+                                                      "e.g. 0.7,0.8,0.9,1.0")
+    parser.add_argument("--perturbation-intervals", default="", help="Accelerated T-Vaccine's tau values (>= 2), one "
+                                                                     "run each, e.g. 10")
+    parser.add_argument("--ablations", default="", help="switches of work the update never uses, each turned off "
+                                                        f"in one more run: {', '.join(ABLATIONS)}")
     parser.add_argument("--out", help="output folder (default: docs/results/step_cost/<shape or model>_<device>)")
     args = parser.parse_args(argv)
 
@@ -459,7 +645,10 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings(shape=args.shape, model=None if args.shape else args.model or DEFAULT_MODEL,
                             batch=args.batch, seq_len=args.seq_len, steps=args.steps, dtype=args.dtype, cpu=args.cpu,
                             methods=parse_list(args.methods), layers_per_draw=parse_list(args.layers_per_draw, int),
-                            trainable_scopes=parse_list(args.trainable_scopes))
+                            trainable_scopes=parse_list(args.trainable_scopes),
+                            checkpoint_modes=parse_list(args.checkpoint_modes), budgets=parse_list(args.budgets, float),
+                            perturbation_intervals=parse_list(args.perturbation_intervals, int),
+                            ablations=parse_list(args.ablations))
         settings.validate()
         results = run_jobs(settings, log=lambda line: print(line, file=sys.stderr))
     except UserError as exc:
