@@ -17,7 +17,7 @@ from tvaccine.precision import (
     cpu_has_native_bf16,
     describe,
     resolve_precision,
-    trainer_precision_fields,
+    train_with_precision,
     uses_autocast,
     weights_dtype,
 )
@@ -81,19 +81,19 @@ def test_an_unknown_precision_is_a_user_error():
 
 def test_trainer_fields_set_bf16_and_use_cpu_only_for_bf16_on_a_cpu(machine):
     machine(avx512_bf16=True)  # no GPU
-    assert trainer_precision_fields("bf16", {}) == {"bf16": True, "use_cpu": True}
-    assert trainer_precision_fields("auto", {"max_steps": 3}) == {"max_steps": 3, "bf16": True, "use_cpu": True}
-    assert trainer_precision_fields("bf16", {"use_cpu": False}) == {"bf16": True, "use_cpu": True}  # no GPU anyway
-    assert trainer_precision_fields("fp32", {}) == {}
+    assert train_with_precision("bf16", {}) == {"bf16": True, "use_cpu": True}
+    assert train_with_precision("auto", {"max_steps": 3}) == {"max_steps": 3, "bf16": True, "use_cpu": True}
+    assert train_with_precision("bf16", {"use_cpu": False}) == {"bf16": True, "use_cpu": True}  # no GPU anyway
+    assert train_with_precision("fp32", {}) == {}
     machine(avx512_bf16=False)
-    assert trainer_precision_fields("auto", {}) == {}
+    assert train_with_precision("auto", {}) == {}
     machine(cuda=True, cuda_bf16=True)  # a GPU: bf16 weights, no autocast flag for the Trainer
-    assert trainer_precision_fields("bf16", {}) == {}
-    assert trainer_precision_fields("auto", {}) == {}
-    assert trainer_precision_fields("bf16", {"use_cpu": True}) == {"bf16": True, "use_cpu": True}  # on its CPU
+    assert train_with_precision("bf16", {}) == {}
+    assert train_with_precision("auto", {}) == {}
+    assert train_with_precision("bf16", {"use_cpu": True}) == {"bf16": True, "use_cpu": True}  # on its CPU
     for train in ({"bf16": True}, {"fp16": True}):
         with pytest.raises(UserError, match="set precision instead"):
-            trainer_precision_fields("fp32", train)
+            train_with_precision("fp32", train)
 
 
 def test_a_spec_with_bf16_on_a_cpu_autocasts_over_fp32_weights(machine):

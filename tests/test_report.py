@@ -170,3 +170,20 @@ def test_the_four_answer_shares_are_tabled_and_drawn(tmp_path, figures):
     assert path.name == "answers_vs_steps.png" and path.stat().st_size > 0
     assert report.answers_table([{"method": "sft", "setting": "p0.1", "curve": [{"step": 0, "harmful_score": 1.0}]}]) \
         == ""
+
+
+def test_the_forward_metrics_are_tabled_and_drawn(tmp_path, figures):
+    rows = [{"method": "sft", "setting": "p0.1", "seed": seed, "rp_auc": rp,
+             "curve": [{"step": 0, "alignment_loss": 2.0, "harmful_loss": 3.0, "refusal_preference": rp, "drift": 0.0},
+                       {"step": 5, "alignment_loss": 2.5, "harmful_loss": 2.0, "refusal_preference": rp - 20,
+                        "drift": drift}]}
+            for seed, rp, drift in ((42, 60.0, 10.0), (43, 80.0, 30.0))]
+    table = report.forward_table(rows)
+    # Seeds 42 and 43: preference 60 -> 40 and 80 -> 60 (mean 70 -> 50, sd 14.1); drift 10 and 30 (20 ± 14.14).
+    assert ("| SFT | p0.1 | 2.000 ± 0.000 → 2.500 ± 0.000 | 3.000 ± 0.000 → 2.000 ± 0.000 | "
+            "70.0 ± 14.1 → 50.0 ± 14.1 | 20.00 ± 14.14 | 70.0 ± 14.1 |") in table
+    path = report._plot_forward(report.pyplot(), rows, tmp_path)
+    assert path.name == "forward_vs_steps.png" and path.stat().st_size > 0
+    assert report.forward_table([{"method": "sft", "setting": "p0.1", "curve": [{"step": 0, "harmful_score": 1.0}]}]) \
+        == "" and report._plot_forward(report.pyplot(), [{"method": "sft", "setting": "p0.1", "curve": [
+            {"step": 0, "harmful_score": 1.0}]}], tmp_path) is None

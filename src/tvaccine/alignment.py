@@ -26,7 +26,7 @@ from tvaccine.methods import METHODS
 from tvaccine.model_card import write_run_card
 from tvaccine.models import DEFAULT_MODEL, add_lora, find_decoder_layers, load_model, resolve_model, save_adapter
 from tvaccine.outputs import OutputDir, check_output_path, partial_dir
-from tvaccine.precision import PRECISIONS, SpecPrecision, trainer_precision_fields
+from tvaccine.precision import PRECISIONS, SpecPrecision, train_with_precision
 from tvaccine.results_io import environment, write_json, write_jsonl
 from tvaccine.timing import breakdown, snapshot, timed
 
@@ -99,7 +99,7 @@ class AlignSpec(SpecPrecision):
             require(value is None or value >= 0, f"{name} must be >= 0, got {value}")
         check_lora(self.lora_r, self.lora_alpha, self.lora_dropout)
         # The method's config is built here, once: a bad knob fails now, not after the model loaded.
-        self._args = training_arguments(METHODS[self.method][0], trainer_precision_fields(self.precision, self.train),
+        self._args = training_arguments(METHODS[self.method][0], train_with_precision(self.precision, self.train),
                                         self.method_options, self.method, seed=self.seed, data_seed=self.seed)
 
     @property

@@ -31,7 +31,7 @@ from tvaccine.models import (
     save_adapter,
 )
 from tvaccine.outputs import OutputDir, check_output_path, partial_dir
-from tvaccine.precision import PRECISIONS, SpecPrecision, trainer_precision_fields
+from tvaccine.precision import PRECISIONS, SpecPrecision, train_with_precision
 from tvaccine.results_io import environment, write_json, write_jsonl
 from tvaccine.timing import timed
 
@@ -107,7 +107,7 @@ class AttackSpec(SpecPrecision):
                 "evaluating during the attack needs both eval_every and progress_eval")
         if self.aligned_adapter:
             check_adapter(self.aligned_adapter)
-        self._args = training_arguments(AttackConfig, trainer_precision_fields(self.precision, self.train), {},
+        self._args = training_arguments(AttackConfig, train_with_precision(self.precision, self.train), {},
                                         "the attack", seed=self.seed, data_seed=self.seed)
 
     @property

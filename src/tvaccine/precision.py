@@ -70,7 +70,7 @@ def training_device(train: dict) -> str:
     return "cpu" if use_cpu or not torch.cuda.is_available() else "cuda"
 
 
-def trainer_precision_fields(precision: str, train: dict) -> dict:
+def train_with_precision(precision: str, train: dict) -> dict:
     """``train`` with the TrainingArguments fields the precision sets: ``bf16`` and ``use_cpu`` (which the
     Trainer asks for before it autocasts on a CPU) where bf16 runs as autocast; unchanged elsewhere."""
     if train.get("bf16") or train.get("fp16"):

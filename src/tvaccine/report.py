@@ -315,45 +315,46 @@ def _save_curves(plt, fig, axes, rows: list[dict], path: Path) -> Path:
     return path
 
 
-def _plot_forward(plt, rows: list[dict], out: Path) -> Path | None:
-    """The four forward-only metrics against attack steps, one panel each (the first attack setting)."""
-    groups = {k: v for k, v in _groups(rows).items()
-              if any(r.get("curve") and r["curve"][0].get("alignment_loss") is not None for r in v)}
+def _plot_panels(plt, rows: list[dict], measured, panels, path: Path) -> Path | None:
+    """One panel per ``(curve key, title, axis set-up)`` against attack steps, one curve per method, for the
+    first attack setting whose curves have ``measured(first point)``; None when no curve has it."""
+    groups = {k: v for k, v in _groups(rows).items() if any(r.get("curve") and measured(r["curve"][0]) for r in v)}
     if not groups:
         return None
     setting = next(iter(groups))[1]
     styles = method_styles(r["method"] for r in rows)
-    fig, axes = plt.subplots(1, len(FORWARD), figsize=(4.2 * len(FORWARD) + 2.4, 3.8), squeeze=False,
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels) + 2.4, 3.8), squeeze=False,
                              layout="constrained")
-    for ax, (key, label, _) in zip(axes[0], FORWARD):
+    for ax, (key, title, set_up) in zip(axes[0], panels):
         for (method, s), runs in groups.items():
             if s == setting:
                 plot_mean_curve(ax, runs, key, styles[method], _label(method))
-        ax.set_title(f"{label} ({setting})", fontsize=LEGEND_FONT)
-        ax.set_xlabel("attack steps")
-        ax.grid(alpha=0.3)
-        _integer_steps(ax)
-    return _save_curves(plt, fig, axes, rows, out / "forward_vs_steps.png")
+        ax.set_title(f"{title} ({setting})", fontsize=LEGEND_FONT)
+        set_up(ax)
+    return _save_curves(plt, fig, axes, rows, path)
+
+
+def _steps_axis(ax) -> None:
+    ax.set_xlabel("attack steps")
+    ax.grid(alpha=0.3)
+    _integer_steps(ax)
+
+
+def _plot_forward(plt, rows: list[dict], out: Path) -> Path | None:
+    """The four forward-only metrics against attack steps, one panel each (the first attack setting)."""
+    return _plot_panels(plt, rows, lambda point: point.get("alignment_loss") is not None,
+                        [(key, label, _steps_axis) for key, label, _ in FORWARD], out / "forward_vs_steps.png")
 
 
 def _plot_answers(plt, rows: list[dict], out: Path) -> Path | None:
     """Each verdict's share of the answers to harmful prompts against attack steps, one panel per verdict
     (the first attack setting): a falling HS reads differently when refusals rise than when answers break."""
-    groups = {k: v for k, v in _groups(rows).items()
-              if any(r.get("curve") and "complied_share" in r["curve"][0] for r in v)}
-    if not groups:
-        return None
-    setting = next(iter(groups))[1]
-    styles = method_styles(r["method"] for r in rows)
-    fig, axes = plt.subplots(1, len(VERDICTS), figsize=(4.2 * len(VERDICTS) + 2.4, 3.8), squeeze=False,
-                             layout="constrained")
-    for ax, verdict in zip(axes[0], VERDICTS):
-        for (method, s), runs in groups.items():
-            if s == setting:
-                plot_mean_curve(ax, runs, f"{verdict}_share", styles[method], _label(method))
-        ax.set_title(f"{verdict} ({setting})", fontsize=LEGEND_FONT)
+    def percent(ax):
         _percent_over_steps(ax, "% of answers to harmful prompts")
-    return _save_curves(plt, fig, axes, rows, out / "answers_vs_steps.png")
+
+    return _plot_panels(plt, rows, lambda point: "complied_share" in point,
+                        [(f"{verdict}_share", verdict, percent) for verdict in VERDICTS],
+                        out / "answers_vs_steps.png")
 
 
 def _plot_sweep(plt, rows: list[dict], key: str, out: Path) -> Path | None:

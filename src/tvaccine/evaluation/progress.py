@@ -18,7 +18,7 @@ from transformers import TrainerCallback
 from tvaccine.config import coerce_fields, option, require
 from tvaccine.evaluation.evaluate import EvalSpec, evaluate, score_generations
 from tvaccine.evaluation.forward_metrics import FORWARD_KEYS
-from tvaccine.results_io import read_jsonl, write_jsonl
+from tvaccine.results_io import read_jsonl, write_json, write_jsonl
 from tvaccine.timing import timed
 
 CURVE_FILE = "progress.jsonl"
@@ -145,7 +145,7 @@ def fill_last_point(progress_dir: Path, eval_dir: Path, spec: EvalSpec) -> None:
         info = json.loads(meta.read_text()) if meta.is_file() else {}
         info.update(n=len(rows), cut_by_token_limit=sum(bool(r.get("hit_token_limit")) for r in rows),
                     prompts_truncated=sum(bool(r.get("prompt_truncated")) for r in rows), copied_from=str(eval_dir))
-        (folder / f"generations_{name}.meta.json").write_text(json.dumps(info, indent=2))
+        write_json(folder / f"generations_{name}.meta.json", info)
     scores = score_generations(folder, spec)
     last.update({k: scores.get(k) for k in CURVE_KEYS}, **share_keys(scores))
     write_jsonl(path, sorted(curve, key=lambda p: p["step"]))
