@@ -100,7 +100,7 @@ class TVaccineConfig(VaccineConfig):
                 "false (none) or auto (the fewest that keep a step inside memory_budget_gib)."})
     memory_budget_gib: float | None = field(default=None, metadata={
         "help": "With checkpoint_unselected auto: the peak a step may reach, in GiB (CUDA peak allocated on a GPU, "
-                "the process's peak resident set on CPU). Default: the device's memory less 10%."})
+                "the process's peak resident set on CPU). Default: the device's memory less a tenth."})
     perturbation_interval: int = field(default=1, metadata={
         "help": "Accelerated T-Vaccine's tau (a non-paper variant): search a new perturbation only on every tau-th "
                 "optimizer step, plain steps of the current draw in between. 1 = T-Vaccine."})
