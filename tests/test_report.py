@@ -149,7 +149,7 @@ def test_the_layer_chart_keeps_small_layers_readable(tmp_path, figures):
 
 def test_matplotlib_is_set_up_in_one_place():
     users = [p.relative_to(SRC).as_posix() for p in SRC.rglob("*.py") if "matplotlib.use(" in p.read_text()]
-    assert users == ["tvaccine/report.py"]
+    assert users == ["tvaccine/plots.py"]
 
 
 def test_the_four_answer_shares_are_tabled_and_drawn(tmp_path, figures):

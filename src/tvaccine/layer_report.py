@@ -11,7 +11,7 @@ from tvaccine.errors import UserError
 from tvaccine.layer_selection import layer_probabilities, probe_harmful_gradient_norms
 from tvaccine.models import find_decoder_layers
 from tvaccine.perturbation import AttentionHooks
-from tvaccine.report import LEGEND_FONT, pyplot
+from tvaccine.plots import LEGEND_FONT, pyplot
 from tvaccine.results_io import write_json
 
 

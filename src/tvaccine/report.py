@@ -14,6 +14,7 @@ import statistics
 from pathlib import Path
 
 from tvaccine.errors import UserError
+from tvaccine.plots import LEGEND_FONT, method_styles, pyplot
 from tvaccine.results_io import write_text
 
 LABELS = {"none": "Non-aligned", "sft": "SFT", "vaccine": "Vaccine", "t-vaccine": "T-Vaccine",
@@ -21,36 +22,10 @@ LABELS = {"none": "Non-aligned", "sft": "SFT", "vaccine": "Vaccine", "t-vaccine"
 # Attack knobs a sweep can vary, with their axis labels.
 SWEPT = {"p": "harmful ratio p", "n": "attack samples n", "attack_lr": "attack learning rate",
          "attack_steps": "attack steps"}
-LEGEND_FONT = 9
 # t quantiles t(0.975, df) for df = 1..30; beyond, 1.96 + 2.4 / df is within 0.003 of the exact value.
 _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
          2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
          2.045, 2.042)
-# One look per method: colour, marker and line style all change, and markers are hollow, so curves
-# that coincide still show every method.
-_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
-            "#17becf")
-_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
-_LINES = ("-", "--", "-.", ":")
-
-
-def pyplot():
-    """matplotlib's pyplot on the file-only Agg backend, imported when a plot is drawn (it is slow to import)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def method_styles(methods) -> dict[str, dict]:
-    """Plot keyword arguments per method, by the method's position, so every chart of a report agrees."""
-    return {m: dict(color=_COLOURS[i % len(_COLOURS)], marker=_MARKERS[i % len(_MARKERS)],
-                    linestyle=_LINES[i % len(_LINES)], markerfacecolor="none", markersize=7, linewidth=1.6)
-            for i, m in enumerate(dict.fromkeys(methods))}
-
-
 def mean_interval(values: list[float]) -> tuple[float, float, float]:
     """Mean and the 95% t-interval of the mean (the mean itself, twice, for a single value)."""
     mean = statistics.fmean(values)
