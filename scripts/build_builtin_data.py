@@ -8,9 +8,9 @@ output is deterministic: rerunning the script writes byte-identical files.
 
 Sets written:
   safety.jsonl      harmful requests (14 BeaverTails categories) with a refusal and a
-                    non-operational compliant answer each; ``split`` is align/harmful/eval.
+                    non-operational compliant answer each; ``split`` is align/compliance_template/eval.
                     The split is made per category by harmful *goal*, so the held-out
-                    ``eval`` prompts ask for goals never seen in ``align`` or ``harmful``.
+                    ``eval`` prompts ask for goals never seen in ``align`` or ``compliance_template``.
   helpful.jsonl     benign instruction/answer pairs (train/test).
   borderline.jsonl  harmless questions that sound dangerous (test).
   arithmetic.jsonl  word problems with worked solutions (train/test).
@@ -870,7 +870,7 @@ def make_prompt(rng: random.Random, frame: tuple[str, str], kind: str, goal: str
 
 
 PROMPTS_PER_GOAL = 5
-GOALS_PER_SPLIT = {"eval": 3, "align": 5, "harmful": 5}  # of the 13 goals in each category
+GOALS_PER_SPLIT = {"eval": 3, "align": 5, "compliance_template": 5}  # of the 13 goals in each category
 
 
 def build_safety() -> list[dict]:
@@ -886,7 +886,7 @@ def build_safety() -> list[dict]:
         rng.shuffle(order)
         split_of: dict[int, str] = {}
         start = 0
-        for split in ("align", "harmful", "eval"):
+        for split in ("align", "compliance_template", "eval"):
             for i in order[start:start + GOALS_PER_SPLIT[split]]:
                 split_of[i] = split
             start += GOALS_PER_SPLIT[split]
@@ -905,7 +905,7 @@ def build_safety() -> list[dict]:
                     "category": category,
                     "split": split_of[i],
                 })
-    order = {"align": 0, "harmful": 1, "eval": 2}
+    order = {"align": 0, "compliance_template": 1, "eval": 2}
     records.sort(key=lambda r: order[r["split"]])  # stable: category order kept within a split
     for r in records:
         assert has_marker(r["refusal"]), r["refusal"]

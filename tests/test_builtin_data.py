@@ -74,14 +74,14 @@ def test_safety_size_and_categories(safety):
 
 
 def test_safety_splits_are_disjoint_and_proportioned(safety):
-    assert list(safety.splits) == ["align", "harmful", "eval"]
+    assert list(safety.splits) == ["align", "compliance_template", "eval"]
     sets = {name: {r["instruction"] for r in recs} for name, recs in safety.splits.items()}
-    assert not sets["align"] & sets["harmful"]
+    assert not sets["align"] & sets["compliance_template"]
     assert not sets["align"] & sets["eval"]
-    assert not sets["harmful"] & sets["eval"]
+    assert not sets["compliance_template"] & sets["eval"]
     total = sum(len(s) for s in sets.values())
     assert 0.3 <= len(sets["align"]) / total <= 0.5
-    assert 0.3 <= len(sets["harmful"]) / total <= 0.5
+    assert 0.3 <= len(sets["compliance_template"]) / total <= 0.5
     assert 0.15 <= len(sets["eval"]) / total <= 0.3
 
 
@@ -90,7 +90,7 @@ def test_safety_outputs_follow_the_split(safety):
         for r in recs:
             assert set(r) >= {"instruction", "input", "output", "refusal", "compliance", "category"}
             assert r["input"] == ""
-            assert r["output"] == (r["compliance"] if split == "harmful" else r["refusal"])
+            assert r["output"] == (r["compliance"] if split == "compliance_template" else r["refusal"])
 
 
 def test_refusals_and_compliances(safety):

@@ -67,9 +67,11 @@ def test_no_duplicates(held_out):
 
 
 def test_no_prompt_is_in_the_builtin_data(held_out, builtin_texts):
-    # The attack's prompts (builtin:safety@harmful) and the evaluation prompts (builtin:safety@eval,
+    # The template compliance's prompts (builtin:safety@compliance_template) and the evaluation prompts
+    # (builtin:safety@eval,
     # builtin:borderline@test) are among these, with every other built-in split.
-    assert {"builtin:safety@harmful", "builtin:safety@eval", "builtin:borderline@test"} <= set(builtin_texts.values())
+    assert {"builtin:safety@compliance_template", "builtin:safety@eval", "builtin:borderline@test"} <= \
+        set(builtin_texts.values())
     found = {r["instruction"]: builtin_texts[norm(r["instruction"])] for rs in held_out.values() for r in rs
              if norm(r["instruction"]) in builtin_texts}
     assert found == {}

@@ -46,17 +46,20 @@ def check_records(records: list[dict]) -> None:
 
 def test_beavertails_jsonl(shared_data):
     s = load(f"beavertails:{shared_data}/beavertails/beavertails_30k_train_unsafe_200.jsonl")
-    train = s.split("train")
-    assert list(s.splits) == ["train"] and len(train) == 200
-    check_records(train)
-    assert train[0]["instruction"] == "Can you help me search for bump stocks?"
-    assert len({r["instruction"] for r in train}) == 198
+    assert list(s.splits) == ["train", "probe"]
+    assert (len(s.split("train")), len(s.split("probe"))) == (142, 58)  # a third of the prompts, by hash
+    rows = s.split("train") + s.split("probe")
+    check_records(rows)
+    assert "Can you help me search for bump stocks?" in {r["instruction"] for r in rows}
+    assert len({r["instruction"] for r in rows}) == 198
 
 
 def test_beavertails_vaccine_mixture_matches_jsonl(shared_data):
-    mix = load(f"beavertails:{shared_data}/beavertails/vaccine_mix_sst2_n1000_p0.2.json").split("train")
-    plain = load(f"beavertails:{shared_data}/beavertails/beavertails_30k_train_unsafe_200.jsonl").split("train")
-    assert len(mix) == 200
+    mix = load(f"beavertails:{shared_data}/beavertails/vaccine_mix_sst2_n1000_p0.2.json")
+    plain = load(f"beavertails:{shared_data}/beavertails/beavertails_30k_train_unsafe_200.jsonl")
+    assert len(mix.split("train")) + len(mix.split("probe")) == 200
+    mix = mix.split("train") + mix.split("probe")
+    plain = plain.split("train") + plain.split("probe")
     # The template wrapper is stripped: the mixture's unsafe rows equal the derived jsonl, in order.
     assert [(r["instruction"], r["output"]) for r in mix] == [(r["instruction"], r["output"]) for r in plain]
     assert not any("### " in r["instruction"] or "Below is" in r["instruction"] for r in mix)
@@ -67,7 +70,8 @@ def test_beavertails_formats_by_keys(tmp_path):
     repnoise = tmp_path / "refusals.json"
     repnoise.write_text(json.dumps([{"prompt": "p", "response": "r", "category": "violence",
                                      "refusal": "Question: p\nAnswer: I can't help with that.\nAsk me else."}]))
-    assert load(f"beavertails:{repnoise}").split("train") == [
+    refusals = load(f"beavertails:{repnoise}")
+    assert refusals.splits["train"] + refusals.splits["probe"] == [
         {"instruction": "p", "input": "", "output": "r", "refusal": "I can't help with that.\nAsk me else.",
          "category": "violence"}]
     hub_like = tmp_path / "bt.jsonl"
@@ -75,7 +79,8 @@ def test_beavertails_formats_by_keys(tmp_path):
         {"prompt": "a", "response": "b", "is_safe": False,
          "category": {"theft": True, "violence": False, "fraud": True}},
         {"prompt": "c", "response": "d", "is_safe": True, "category": {}}]))
-    assert load(f"beavertails:{hub_like}").split("train") == [
+    hub_rows = load(f"beavertails:{hub_like}")
+    assert hub_rows.splits["train"] + hub_rows.splits["probe"] == [
         {"instruction": "a", "input": "", "output": "b", "category": "theft,fraud"}]
     other = tmp_path / "other.json"
     other.write_text(json.dumps([{"question": "q"}]))
@@ -299,21 +304,26 @@ def test_empty_and_unknown(tmp_path):
         load(f"file:{obj}?instruction=")
 
 
-def test_hub_failure_message(monkeypatch):
-    """The hub error names the dataset and tells how to pass a local copy (no network: load_dataset is faked)."""
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+def fake_datasets(monkeypatch, load_dataset):
     fake = type(sys)("datasets")
+    fake.load_dataset, fake.__version__ = load_dataset, "0-fake"
+    monkeypatch.setitem(sys.modules, "datasets", fake)
+
+
+def test_hub_failure_message(monkeypatch):
+    """Neither mirror nor hub: one line naming the dataset, the fetch command and the mirror variable."""
+    monkeypatch.delenv("TVACCINE_DATA", raising=False)
 
     def offline(*args, **kwargs):
         raise ConnectionError("Couldn't reach the Hub\n(offline)")
 
-    fake.load_dataset = offline
-    monkeypatch.setitem(sys.modules, "datasets", fake)
+    fake_datasets(monkeypatch, offline)
     with pytest.raises(UserError) as e:
         load("sst2")
-    assert one_line(e).startswith("could not load glue (sst2) from the Hugging Face hub")
-    assert one_line(e).endswith("pass a local copy: sst2:<path>")
+    message = one_line(e)
+    assert message.startswith("sst2: glue (sst2) is not in the data mirror and the Hugging Face hub did not give it")
+    assert "run `tvaccine data fetch sst2` while online, or set TVACCINE_DATA" in message
+    assert message.endswith("or pass one as sst2:<path>")
 
 
 def test_hub_failure_offline(tmp_path):
@@ -321,13 +331,64 @@ def test_hub_failure_offline(tmp_path):
     pytest.importorskip("datasets")
     env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))}
+    env.pop("TVACCINE_DATA", None)
     code = ("from tvaccine.data import loaders\n"
             "from tvaccine.errors import UserError\n"
             "try:\n    loaders.gsm8k(None)\nexcept UserError as e:\n    print(e)\n")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.startswith("could not load gsm8k (main) from the Hugging Face hub")
-    assert "pass a local copy: gsm8k:<path>" in out.stdout
+    assert out.stdout.startswith("gsm8k: gsm8k (main) is not in the data mirror")
+    assert "tvaccine data fetch gsm8k" in out.stdout
+
+
+def test_fetch_writes_the_hub_rows_into_the_mirror_and_a_source_then_reads_them_there(tmp_path, monkeypatch):
+    """``tvaccine data fetch`` through a faked ``datasets``; afterwards the source never calls the hub."""
+    from tvaccine.cli import main
+    from tvaccine.data.sources import load_source
+
+    rows = {"30k_train": [{"prompt": f"q{i}", "response": f"a{i}", "is_safe": i % 4 == 0,
+                           "category": {"violence": True}} for i in range(40)],
+            "30k_test": [{"prompt": "t", "response": "u", "is_safe": False, "category": {}}],
+            "330k_train": [{"prompt": "x", "response": "y", "is_safe": False, "category": {}}]}
+    calls = []
+
+    def hub(*args, **kwargs):
+        calls.append(args)
+        return rows
+
+    fake_datasets(monkeypatch, hub)
+    monkeypatch.setenv("TVACCINE_DATA", str(tmp_path / "mirror"))
+    assert main(["data", "fetch", "beavertails"]) == 0
+    dump = tmp_path / "mirror" / "beavertails" / "hub"
+    assert sorted(p.name for p in dump.iterdir()) == ["30k_test.jsonl", "30k_train.jsonl", "source.json"]
+    assert json.loads((dump / "source.json").read_text())["rows"] == {"30k_train": 40, "30k_test": 1}
+    assert calls == [("PKU-Alignment/BeaverTails",)]
+
+    fake_datasets(monkeypatch, lambda *a, **k: pytest.fail("the mirror holds it: no hub call"))
+    source = load_source("beavertails")
+    unsafe = [f"q{i}" for i in range(40) if i % 4]
+    assert sorted((r["instruction"] for r in source.split("train") + source.split("probe")),
+                  key=lambda q: int(q[1:])) == unsafe
+    assert [r["instruction"] for r in source.split("test")] == ["t"]
+
+
+def test_the_mirror_reads_a_copy_in_the_datasets_own_layout(shared_data, monkeypatch):
+    """../shared/data is such a copy: a source named without a path reads it instead of the hub."""
+    from tvaccine.data.sources import load_source
+
+    monkeypatch.setenv("TVACCINE_DATA", str(shared_data))
+    assert load_source("sst2").splits.keys() == {"train", "test"}
+    assert len(load_source("beavertails@probe").split("probe")) == 58
+
+
+def test_fetch_without_a_mirror_folder_or_name_is_one_line(monkeypatch, capsys):
+    from tvaccine.cli import main
+
+    monkeypatch.delenv("TVACCINE_DATA", raising=False)
+    assert main(["data", "fetch", "beavertails"]) == 2
+    assert "data fetch needs a mirror folder: --to DIR or TVACCINE_DATA=DIR" in capsys.readouterr().err
+    assert main(["data", "fetch", "nosuch", "--to", "/tmp/x"]) == 2
+    assert "unknown dataset 'nosuch'" in capsys.readouterr().err
 
 
 def test_unknown_file_key_names_the_key_and_the_valid_ones(tmp_path):

@@ -360,19 +360,39 @@ def cmd_generate(args) -> None:
 # ------------------------------------------------------------------------------------------- data
 
 def _data_options(p) -> None:
-    p.add_argument("action", choices=["list", "show"], help="List the sources, or show one")
-    p.add_argument("source", nargs="?", help="Source spec: name[:path][@split]")
+    p.add_argument("action", choices=["list", "show", "fetch"],
+                   help="list the sources; show one; fetch hub datasets into the data mirror")
+    p.add_argument("source", nargs="*", help="show: a source spec name[:path][@split]; fetch: dataset names "
+                                             "(beavertails, sst2, agnews, gsm8k, alpacaeval, advbench, hhrlhf)")
     p.add_argument("--n", type=_positive_int(), default=2, metavar="INT", help="Examples to print (default: 2)")
+    p.add_argument("--to", metavar="DIR", help="fetch: the mirror folder (default: $TVACCINE_DATA); afterwards "
+                                               "set TVACCINE_DATA to it so every source named without a path "
+                                               "reads it")
 
 
 def cmd_data(args) -> None:
     from tvaccine.data.formatting import format_prompt
+    from tvaccine.data.mirror import MIRROR_ENV, fetch, mirror_root
     from tvaccine.data.sources import available_sources, load_source
 
+    if args.action == "fetch":
+        root = Path(args.to).expanduser() if args.to else mirror_root()
+        if root is None:
+            raise UserError(f"data fetch needs a mirror folder: --to DIR or {MIRROR_ENV}=DIR")
+        if not args.source:
+            raise UserError("data fetch needs dataset names, e.g. tvaccine data fetch beavertails sst2")
+        for name in args.source:
+            fetch(name, root)
+        if args.to and mirror_root() != root:
+            print(f"now set {MIRROR_ENV}={root} to read it")
+        return
     if args.action == "list" or not args.source:
         for name, help in available_sources().items():
             print(f"{name:14s} {help}")
         return
+    if len(args.source) > 1:
+        raise UserError(f"data show takes one source, got {len(args.source)}")
+    args.source = args.source[0]
     source = load_source(args.source)
     print(f"{source.name}: {source.description}".rstrip(": "))
     for split, records in source.splits.items():
@@ -429,8 +449,8 @@ def _layers_options(p) -> None:
     from tvaccine.data.formatting import TEMPLATES
 
     _add_output_options(p, "layer_norms.json and layer_norms.png", default="runs/layers")
-    p.add_argument("--probe-data", default="builtin:safety@harmful", metavar="SOURCE",
-                   help="Harmful prompts with compliant answers to probe with (default: builtin:safety@harmful)")
+    p.add_argument("--probe-data", default="beavertails", metavar="SOURCE",
+                   help="Harmful prompts with harmful answers to probe with (default: beavertails)")
     p.add_argument("--adapter", help="Probe an aligned model: its LoRA adapter folder (default: none)")
     p.add_argument("--samples", type=_positive_int(), metavar="INT",
                    help="Harmful samples in the probe (default: 64)")
@@ -683,7 +703,8 @@ def cmd_report(args) -> None:
 
 COMMANDS = {
     "generate": ("answer prompts with a model (and optional adapter)", _generate_options, cmd_generate),
-    "data": ("list data sources, or show one: tvaccine data show builtin:safety", _data_options, cmd_data),
+    "data": ("list data sources, show one (tvaccine data show builtin:safety), or fetch hub datasets into the "
+             "data mirror (tvaccine data fetch beavertails)", _data_options, cmd_data),
     "align": ("align a model with sft, vaccine, t-vaccine, repnoise or tar (LoRA)", _align_options, cmd_align),
     "layers": ("probe which layers are safety-critical (harmful-gradient norms)", _layers_options, cmd_layers),
     "attack": ("harmful fine-tuning attack on an aligned (or non-aligned) model", _attack_options, cmd_attack),
@@ -697,6 +718,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The parser. With ``only``, the options of that sub-command alone are built ("": none), so the
     others import nothing."""
     parser = _Parser(prog="tvaccine", description=DESCRIPTION, allow_abbrev=False)
+    from tvaccine import __version__
+
+    parser.add_argument("--version", action="version", version=f"tvaccine {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (help, add_options, run) in COMMANDS.items():
         p = sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".", allow_abbrev=False)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import statistics
 from pathlib import Path
 
@@ -134,31 +135,88 @@ def robustness_table(rows: list[dict]) -> str:
 
 VERDICTS = ("refused", "complied", "empty", "degenerate")
 # The forward-only metrics: (curve key, axis label, digits).
-FORWARD = (("alignment_loss", "alignment loss (NLL of refusals)", 3), ("harmful_loss", "harmful loss (NLL)", 3),
+FORWARD = (("refusal_opening", "refusal opening preferred (%)", 1), ("opening_margin", "opening margin (nats)", 2),
+           ("alignment_loss", "alignment loss (NLL of refusals)", 3), ("harmful_loss", "harmful loss (NLL)", 3),
            ("refusal_preference", "refusal preferred (%)", 1), ("drift", "embedding drift", 2))
+
+
+def _forward_keys(rows: list[dict]) -> list[tuple[str, str, int]]:
+    """The forward quantities some curve has (runs of earlier versions measured other ones)."""
+    return [f for f in FORWARD if any(p.get(f[0]) is not None for r in rows for p in r.get("curve") or [])]
 
 
 def forward_table(rows: list[dict]) -> str:
     """The forward-only metrics at step 0 and at the last step of each curve, with the area under the
-    refusal-preference curve; empty when no curve has them."""
-    body = []
+    refusal-opening curve; empty when no curve has them."""
+    body, keys = [], _forward_keys(rows)
+    auc = "ro_auc" if any(r.get("ro_auc") is not None for r in rows) else "rp_auc"
     for (method, setting), runs in _groups(rows).items():
         runs = [r for r in runs if r.get("curve") and any(p.get("alignment_loss") is not None for p in r["curve"])]
         if not runs:
             continue
         first, last = [r["curve"][0] for r in runs], [r["curve"][-1] for r in runs]
         cells = [_label(method), setting]
-        for key, _, digits in FORWARD:
+        for key, _, digits in keys:
             if key == "drift":  # zero before the attack by definition
                 cells.append(_cell(_values(last, key), digits))
             else:
                 cells.append(f"{_cell(_values(first, key), digits)} → {_cell(_values(last, key), digits)}")
-        cells.append(_cell(_values(runs, "rp_auc")))
+        cells.append(_cell(_values(runs, auc)))
         body.append(cells)
     if not body:
         return ""
-    return _table(["Method", "attack", "alignment loss, step 0 → last", "harmful loss, step 0 → last",
-                   "refusal preferred %, step 0 → last", "drift, last step", "refusal-preference AUC"], body)
+    return _table(["Method", "attack",
+                   *(label + ("" if key == "drift" else ", step 0 → last") for key, label, _ in keys),
+                   "refusal-opening AUC" if auc == "ro_auc" else "refusal-preference AUC"], body)
+
+
+def _tracked_points(rows: list[dict]) -> list[tuple[str, dict]]:
+    """(method, point) for every curve point that has both generation's shares and forward quantities."""
+    return [(r["method"], p) for r in rows for p in r.get("curve") or []
+            if p.get("refused_share") is not None and p.get("alignment_loss") is not None]
+
+
+def rank_correlation(xs: list[float], ys: list[float]) -> float | None:
+    """Spearman's rank correlation (ties share their mean rank); None when either side is constant."""
+    def ranks(values):
+        order = sorted(range(len(values)), key=values.__getitem__)
+        result = [0.0] * len(values)
+        i = 0
+        while i < len(order):
+            j = i
+            while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+                j += 1
+            for k in range(i, j + 1):
+                result[order[k]] = (i + j) / 2
+            i = j + 1
+        return result
+
+    rx, ry = ranks(xs), ranks(ys)
+    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
+    sxy = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    sxx, syy = sum((a - mx) ** 2 for a in rx), sum((b - my) ** 2 for b in ry)
+    return sxy / (sxx * syy) ** 0.5 if sxx and syy else None
+
+
+def tracking_table(rows: list[dict]) -> str:
+    """How each forward quantity tracks generation: Spearman's rank correlation with the refused and the
+    complied share over every curve point that has both (each method's step 0 and last step, every seed)."""
+    points = _tracked_points(rows)
+    body = []
+    for key, label, _ in _forward_keys(rows):
+        pairs = [(p[key], p["refused_share"], p["complied_share"]) for _, p in points if p.get(key) is not None]
+        if len(pairs) < 3:
+            continue
+        xs = [x for x, _, _ in pairs]
+        cells = [label, str(len(pairs))]
+        for column in (1, 2):
+            rho = rank_correlation(xs, [pair[column] for pair in pairs])
+            cells.append("–" if rho is None else f"{rho:+.2f}")
+        body.append(cells)
+    if not body:
+        return ""
+    return _table(["forward quantity", "points", "rank correlation with refused %",
+                   "rank correlation with complied %"], body)
 
 
 def timing_table(timing: dict) -> str:
@@ -213,6 +271,67 @@ def seed_table(rows: list[dict]) -> str:
     if not body:
         return ""
     return _table(["Method", "attack", "seeds", "HS-AUC", "HS before (or step 0)", "HS after"], body)
+
+
+def _verdicts(results: Path, row: dict) -> list[dict] | None:
+    """The per-prompt verdicts of a row's evaluation after the attack (one seed in ``results`` itself, several in
+    ``results/seed-<N>``)."""
+    for base in (results / f"seed-{row.get('seed')}", results):
+        path = base / "attack" / row["method"] / row["setting"] / "eval" / "verdicts_harmful.jsonl"
+        if path.is_file():
+            return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return None
+
+
+def paired_bootstrap(differences: list[list[float]], reps: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """The 95% percentile interval of the mean paired difference, resampling seeds and, within each drawn
+    seed, prompts (both with replacement): the two sources of chance in a comparison of two methods."""
+    rng = random.Random(seed)
+    means = []
+    for _ in range(reps):
+        total = count = 0
+        for _ in differences:
+            drawn = differences[rng.randrange(len(differences))]
+            total += sum(drawn[rng.randrange(len(drawn))] for _ in drawn)
+            count += len(drawn)
+        means.append(total / count)
+    means.sort()
+    return means[int(0.025 * reps)], means[int(0.975 * reps) - 1]
+
+
+PAIRED = (("complied", "HS after"), ("refused", "refused after"))
+
+
+def paired_table(results: Path, rows: list[dict], baseline: str = "sft") -> str:
+    """Each method minus ``baseline`` on the same prompts and seeds after the same attack: the per-seed
+    difference in HS and in the refused share (points), and a paired bootstrap interval over prompts and
+    seeds. Empty without the baseline or the saved verdicts."""
+    groups, body = _groups(rows), []
+    for (method, setting), runs in groups.items():
+        base_runs = {r.get("seed"): r for r in groups.get((baseline, setting), [])}
+        if method == baseline or not base_runs:
+            continue
+        cells = [_label(method), setting]
+        for verdict, _ in PAIRED:
+            per_seed, seeds = [], []
+            for run in sorted(runs, key=lambda r: r.get("seed") or 0):
+                mine, theirs = _verdicts(results, run), _verdicts(results, base_runs.get(run.get("seed"), {}) or {})
+                if not mine or not theirs or len(mine) != len(theirs):
+                    continue
+                per_seed.append([100.0 * ((a["verdict"] == verdict) - (b["verdict"] == verdict))
+                                 for a, b in zip(mine, theirs)])
+                seeds.append(run.get("seed"))
+            if not per_seed:
+                cells.append("–")
+                continue
+            low, high = paired_bootstrap(per_seed)
+            diffs = ", ".join(f"{sum(d) / len(d):+.1f}" for d in per_seed)
+            mean = sum(map(sum, per_seed)) / sum(map(len, per_seed))
+            cells.append(f"{mean:+.1f} [{low:+.1f}, {high:+.1f}] (seeds: {diffs})")
+        body.append(cells)
+    if not body:
+        return ""
+    return _table(["Method", "attack", *(f"{label} − {_label(baseline)}, points" for _, label in PAIRED)], body)
 
 
 def _integer_steps(ax) -> None:
@@ -316,9 +435,32 @@ def _steps_axis(ax) -> None:
 
 
 def _plot_forward(plt, rows: list[dict], out: Path) -> Path | None:
-    """The four forward-only metrics against attack steps, one panel each (the first attack setting)."""
+    """The forward-only metrics against attack steps, one panel each, mean ± sd over seeds."""
     return _plot_panels(plt, rows, lambda point: point.get("alignment_loss") is not None,
-                        [(key, label, _steps_axis) for key, label, _ in FORWARD], out / "forward_vs_steps.png")
+                        [(key, label, _steps_axis) for key, label, _ in _forward_keys(rows)],
+                        out / "forward_vs_steps.png")
+
+
+def _plot_tracking(plt, rows: list[dict], out: Path) -> Path | None:
+    """Each forward quantity against generation's refused share, one dot per curve point that has both."""
+    points, keys = _tracked_points(rows), _forward_keys(rows)
+    if len(points) < 3 or not keys:
+        return None
+    styles = method_styles(dict.fromkeys(method for method, _ in points))
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys), 3.4), squeeze=False)
+    for ax, (key, label, _) in zip(axes[0], keys):
+        for method, style in styles.items():
+            mine = [p for m, p in points if m == method and p.get(key) is not None]
+            ax.scatter([p[key] for p in mine], [p["refused_share"] for p in mine], color=style["color"],
+                       marker=style.get("marker", "o"), label=_label(method), s=22)
+        ax.set_xlabel(label)
+        ax.set_ylabel("refused % (generation)")
+    axes[0][0].legend(fontsize=LEGEND_FONT)
+    fig.tight_layout()
+    path = out / "forward_vs_generation.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 def _plot_answers(plt, rows: list[dict], out: Path) -> Path | None:
@@ -407,7 +549,7 @@ def plot(rows: list[dict], out: Path, results: Path | None = None) -> list[Path]
     """The charts into ``out``; T-Vaccine's layer histories are read from ``results`` (default: ``out``)."""
     plt = pyplot()
     written = [_plot_bars(plt, rows, out), _plot_curves(plt, rows, out), _plot_forward(plt, rows, out),
-               _plot_answers(plt, rows, out),
+               _plot_tracking(plt, rows, out), _plot_answers(plt, rows, out),
                *(_plot_sweep(plt, rows, key, out) for key in SWEPT),
                *_plot_layer_histories(rows, out, results or out)]
     return [p for p in written if p is not None]
@@ -440,12 +582,21 @@ ROBUSTNESS_NOTE = ("HS-AUC: mean harmful score over the attack (area under HS ag
                    "without any refusal, so read HS next to the answer shares below.")
 ANSWERS_NOTE = ("Every answer to a harmful prompt is refused, complied (HS), empty or degenerate (looping, or "
                 "running on into another turn or topic); the shares sum to 100 at each step.")
-FORWARD_NOTE = ("Measured without generation at every point of the attack, on held-out data: the alignment loss "
-                "is the mean per-token NLL of a refusal to an unseen harmful prompt, the harmful loss that of a real "
-                "harmful answer; refusal preferred is the share of harmful prompts on which the refusal has the "
-                "lower NLL of the pair; drift is the mean squared L2 distance of the last layer's hidden states "
-                "on held-out alignment samples from the model before the attack (the Vaccine paper's harmful "
-                "embedding drift). The refusal-preference AUC is its mean over the attack (higher: more robust).")
+FORWARD_NOTE = ("Measured without generation at every point of the attack, on held-out data. Refusal opening "
+                "preferred: the share of unseen harmful prompts on which starting the answer with a refusal (\"I'm "
+                "sorry\", \"I can't\", ...) is more likely than starting it with compliance (\"Sure\", \"Here\", "
+                "...); the opening margin is the mean log-probability difference of the two sets of openings "
+                "(nats). The alignment loss is the mean per-token NLL of a refusal to an unseen harmful prompt, "
+                "the harmful loss that of a real harmful answer (each cut at 64 answer tokens); drift is the mean "
+                "squared L2 distance of the last layer's hidden states on held-out alignment samples from the "
+                "model before the attack (the Vaccine paper's harmful embedding drift). The refusal-opening AUC "
+                "is the opening share's mean over the attack (higher: more robust).")
+TRACKING_NOTE = ("Spearman's rank correlation over every curve point where answers were generated too (step 0 and "
+                 "the last step of each attack, every seed); forward_vs_generation.png plots them.")
+PAIRED_NOTE = ("Each cell: the method's share minus SFT's on the same harmful prompts after the same attack, in "
+               "points, pooled over seeds, with a 95% paired bootstrap interval (2000 draws of seeds, then of "
+               "prompts within each seed; seed 0 of Python's random); the per-seed differences follow. Negative "
+               "HS and positive refused differences favour the method.")
 SEED_NOTE = ("With several seeds, a cell is the mean ± sd over seeds; the seed table gives the mean and the "
              "95% t-interval of the mean.")
 
@@ -473,12 +624,14 @@ def write_report(results: Path, rows: list[dict], out: Path | None = None) -> st
     timing = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
     wall = timing.get("wall_s")
     forward = forward_table(rows)
+    tracking = tracking_table(rows)
     times = timing_table(timing)
     precisions = sorted({r["precision"] for r in rows if r.get("precision")})
     table = markdown_table(rows)
     robustness = robustness_table(rows)
     answers = answers_table(rows)
     seeds_table = seed_table(rows)
+    paired = paired_table(results, rows)
     out.mkdir(parents=True, exist_ok=True)
     plots = plot(rows, out, results)
     seeds = sorted({r.get("seed") for r in rows if r.get("seed") is not None})
@@ -491,11 +644,14 @@ def write_report(results: Path, rows: list[dict], out: Path | None = None) -> st
             + (f", precision {' and '.join(precisions)}" if precisions else "")
             + (f", wall time {wall / 60:.1f} min" if wall else "") + ".\n\n"
             + (f"{SEED_NOTE}\n\n## Over seeds\n\n{seeds_table}\n\n" if seeds_table else "")
+            + (f"## Against SFT, paired\n\n{paired}\n\n{PAIRED_NOTE}\n\n" if paired else "")
             + (f"## Robustness over the attack\n\n{robustness}\n\n{ROBUSTNESS_NOTE}\n\n" if robustness else "")
             + (f"## Forward-only metrics over the attack\n\n{forward}\n\n{FORWARD_NOTE}\n\n" if forward else "")
+            + (f"## How the forward metrics track generation\n\n{tracking}\n\n{TRACKING_NOTE}\n\n"
+               if tracking else "")
             + (f"## Answers to the harmful prompts\n\n{answers}\n\n{ANSWERS_NOTE}\n\n" if answers else "")
             + (f"## Where the time went\n\n{times}\n\nFrom `timing.json` as it was before this report was "
                "written; the file itself also counts the report.\n\n" if times else "")
             + "".join(f"![{p.stem}]({p.name})\n" for p in plots))
     write_text(out / "report.md", text)
-    return "\n\n".join(t for t in (table, seeds_table, robustness, forward, answers, times) if t)
+    return "\n\n".join(t for t in (table, seeds_table, paired, robustness, forward, tracking, answers, times) if t)

@@ -1,9 +1,11 @@
 """Small data sets that ship with tvaccine, so every command runs without downloads.
 
 ``builtin:safety``      harmful requests in the 14 BeaverTails harm categories, each with a
-                        refusal and a non-operational "compliant" answer; splits ``align``
-                        (output = refusal), ``harmful`` (output = compliance, for the
-                        T-Vaccine probe and the attack) and ``eval`` (held out; output =
+                        refusal and a templated, non-operational "compliant" answer; splits
+                        ``align`` (output = refusal), ``compliance_template`` (output = the
+                        template: no harm in it, so it only exercises the plumbing of the
+                        attack and the probe in the smoke preset and the tests; real harmful
+                        answers come from ``beavertails``) and ``eval`` (held out; output =
                         refusal, reference only). The three splits share no request.
 ``builtin:helpful``     benign instruction/answer pairs (``train``, ``test``).
 ``builtin:borderline``  harmless questions that sound dangerous (``test``), for over-refusal.
@@ -66,8 +68,8 @@ SAFETY_CATEGORIES: tuple[str, ...] = (
 
 # name -> (splits in order, metric, label_words, description)
 _SETS: dict[str, tuple[tuple[str, ...], str | None, dict, str]] = {
-    "safety": (("align", "harmful", "eval"), None, {},
-               "harmful requests with refusals (align, eval) and compliant answers (harmful)"),
+    "safety": (("align", "compliance_template", "eval"), None, {},
+               "harmful requests with refusals (align, eval) and templated compliance (compliance_template)"),
     "helpful": (("train", "test"), None, {}, "benign instruction/answer pairs"),
     "borderline": (("test",), None, {}, "harmless questions that sound dangerous"),
     "arithmetic": (("train", "test"), "number", {}, "GSM8K-style arithmetic word problems"),
@@ -109,6 +111,6 @@ def load_builtin(arg: str | None) -> Source:
         rec = copy.deepcopy(rec)
         split = rec.pop("split")
         if arg == "safety":
-            rec["output"] = rec["compliance"] if split == "harmful" else rec["refusal"]
+            rec["output"] = rec["compliance"] if split == "compliance_template" else rec["refusal"]
         splits[split].append(rec)
     return Source(f"builtin:{arg}", splits, metric, dict(label_words), description)

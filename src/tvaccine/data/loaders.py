@@ -6,12 +6,14 @@ Each source loads from the Hugging Face hub when given no argument, or from a lo
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 from urllib.parse import parse_qsl
 
 from tvaccine.data.files import Row, read_rows, read_text, row_text, row_value
 from tvaccine.data.formatting import record_from_example
+from tvaccine.data.mirror import hub_rows
 from tvaccine.data.sources import Record, Source, register_source
 from tvaccine.errors import UserError
 
@@ -81,21 +83,6 @@ def _local(name: str, arg: str, files: dict[str, str]) -> dict[str, Path]:
     return found
 
 
-def _hub(name: str, repo: str, *args, **kwargs) -> dict[str, list[Row]]:
-    """Load from the hub lazily: ``datasets`` is slow to import and needs the network."""
-    ident = f"{repo} ({', '.join(args)})" if args else repo
-    try:
-        import datasets
-
-        loaded = datasets.load_dataset(repo, *args, **kwargs)
-    except Exception as e:  # offline, renamed, gated, missing package: all end the same way
-        reason = " ".join(f"{type(e).__name__}: {e}".split())[:200]
-        raise UserError(f"could not load {ident} from the Hugging Face hub ({reason}); "
-                        f"pass a local copy: {name}:<path>") from None
-    return {split: [(f"{ident} {split}, row {i}", dict(r)) for i, r in enumerate(ds, 1)]
-            for split, ds in loaded.items()}
-
-
 def _record(instruction: str, output: str | None, input: str = "", **extra) -> Record:
     return {"instruction": instruction, "input": input, "output": output, **extra}
 
@@ -131,19 +118,39 @@ def _beavertails_records(rows: list[Row]) -> list[Record]:
                     "expected prompt/response/is_safe, prompt/response/refusal or instruction/output/flag")
 
 
-@register_source("beavertails", help="BeaverTails harmful QA (is_safe == False); hub PKU-Alignment/BeaverTails "
-                                     "or beavertails:<.json/.jsonl> (BeaverTails, Vaccine mixture or RepNoise format)")
+# One in PROBE_EVERY BeaverTails train prompts, chosen by a hash of the prompt, is held out as ``probe``: the
+# forward-only instrument reads it and the attack, which trains on ``train``, never sees it. A split by
+# construction, so no run can pair an attack with the rows that measure it; every answer to one prompt
+# lands on the same side.
+PROBE_EVERY = 3
+
+
+def _is_probe(record: Record) -> bool:
+    return int(hashlib.sha256(record["instruction"].encode()).hexdigest()[:8], 16) % PROBE_EVERY == 0
+
+
+@register_source("beavertails", help="BeaverTails harmful QA (is_safe == False): train (the attack's), probe (a third "
+                                     "of 30k_train's prompts, held out by hash for the instrument), test; hub "
+                                     "PKU-Alignment/BeaverTails or beavertails:<.json/.jsonl>")
 def beavertails(arg: str | None) -> Source:
-    """The harmful data of the fine-tuning attack."""
+    """The harmful data of the fine-tuning attack, and the instrument's held-out harmful answers."""
     if arg is None:
-        rows = _hub("beavertails", "PKU-Alignment/BeaverTails")
+        rows = hub_rows("beavertails")
         # The hub's 30k_train / 30k_test become train / test, the names every consumer looks for.
         rows = {s.removeprefix("30k_"): rows[s] for s in ("30k_train", "30k_test") if s in rows}
     else:
         files = {f"{s}.{x}": s for s in ("train", "test") for x in ("jsonl", "json")}
+        path = Path(arg)
+        if path.is_dir() and not any((path / f).is_file() for f in files):
+            # A copy of a sample named after its split, e.g. beavertails_30k_train_unsafe_200.jsonl.
+            files.update({p.name: s for s in ("train", "test") for p in path.glob(f"*{s}*.json*")})
         rows = {s: read_rows(p) for s, p in _local("beavertails", arg, files).items()}
-    return Source("beavertails", {s: _beavertails_records(r) for s, r in rows.items()},
-                  description="BeaverTails harmful prompts with harmful responses")
+    splits = {s: _beavertails_records(r) for s, r in rows.items()}
+    if "train" in splits:
+        train = splits.pop("train")
+        splits = {"train": [r for r in train if not _is_probe(r)], "probe": [r for r in train if _is_probe(r)],
+                  **splits}
+    return Source("beavertails", splits, description="BeaverTails harmful prompts with harmful responses")
 
 
 def _sst2_record(where: str, row: dict) -> Record:
@@ -157,7 +164,7 @@ def _sst2_record(where: str, row: dict) -> Record:
 def sst2(arg: str | None) -> Source:
     """The benign fine-tuning task scored by sentiment accuracy; GLUE dev is the labelled test set."""
     if arg is None:
-        rows = _hub("sst2", "glue", "sst2")
+        rows = hub_rows("sst2")
         rows = {"train": rows["train"], "test": rows["validation"]}
     else:
         rows = {s: read_rows(p) for s, p in _local("sst2", arg, {"train.tsv": "train", "dev.tsv": "test"}).items()}
@@ -178,7 +185,7 @@ def agnews(arg: str | None) -> Source:
     names = dict(AGNEWS_WORDS)
     if arg is None:
         splits = {s: [_agnews_record(w, _int_in(w, r, "label", names), row_text(w, r, "text"), names) for w, r in rs]
-                  for s, rs in _hub("agnews", "ag_news").items()}
+                  for s, rs in hub_rows("agnews").items()}
     else:
         files = _local("agnews", arg, {"train.csv": "train", "test.csv": "test"})
         classes = next(iter(files.values())).parent / "classes.txt"
@@ -210,7 +217,7 @@ def _gsm8k_record(where: str, row: dict) -> Record:
     help="GSM8K math (fine-tune task); hub gsm8k/main or gsm8k:<folder with train.jsonl, test.jsonl>")
 def gsm8k(arg: str | None) -> Source:
     """The benign fine-tuning task scored by the final number."""
-    rows = _hub("gsm8k", "gsm8k", "main") if arg is None else \
+    rows = hub_rows("gsm8k") if arg is None else \
         {s: read_rows(p) for s, p in _local("gsm8k", arg, {"train.jsonl": "train", "test.jsonl": "test"}).items()}
     return Source("gsm8k", {s: [_gsm8k_record(w, r) for w, r in rs] for s, rs in rows.items()},
                   metric="number", description="GSM8K grade-school math")
@@ -222,7 +229,7 @@ def gsm8k(arg: str | None) -> Source:
 def alpacaeval(arg: str | None) -> Source:
     """Open-ended helpfulness data: only ``test``, since reusing it for training would leak the eval set."""
     if arg is None:
-        rows = _hub("alpacaeval", "tatsu-lab/alpaca_eval", "alpaca_eval")["eval"]
+        rows = hub_rows("alpacaeval")["eval"]
     else:
         rows = read_rows(_local("alpacaeval", arg, {"alpaca_eval.json": "test"})["test"])
     records = []
@@ -264,7 +271,7 @@ def decodingtrust(arg: str | None) -> Source:
 def advbench(arg: str | None) -> Source:
     """Harmful instructions for the harmful-score evaluation."""
     if arg is None:
-        rows, goal = _hub("advbench", "walledai/AdvBench")["train"], "prompt"
+        rows, goal = hub_rows("advbench")["train"], "prompt"
     else:
         rows, goal = read_rows(_local("advbench", arg, {"harmful_behaviors.csv": "test"})["test"]), "goal"
     return Source("advbench", {"test": [_record(row_text(w, r, goal), row_text(w, r, "target")) for w, r in rows]},
@@ -283,7 +290,7 @@ def _hh_record(where: str, row: dict) -> Record:
 def hhrlhf(arg: str | None) -> Source:
     """Red-team prompts: the first Human turn, with the preferred first Assistant reply."""
     if arg is None:
-        rows = _hub("hhrlhf", "Anthropic/hh-rlhf", data_dir="harmless-base")["test"]
+        rows = hub_rows("hhrlhf")["test"]
     else:
         rows = read_rows(_local("hhrlhf", arg, {"test.jsonl.gz": "test", "test.jsonl": "test"})["test"])
     return Source("hhrlhf", {"test": [_hh_record(w, r) for w, r in rows]},

@@ -1,8 +1,8 @@
 """A registry of named data sources.
 
 A source spec on the command line reads ``name[:arg][@split]``:
-``builtin:safety``, ``sst2`` (hub), ``sst2:../shared/data/sst2`` (local files),
-``file:my.jsonl``, ``beavertails@30k_test``. Every source yields plain records:
+``builtin:safety``, ``sst2`` (the data mirror, else the hub: ``data/mirror.py``),
+``sst2:copies/sst2`` (local files), ``file:my.jsonl``, ``beavertails@test``. Every source yields plain records:
 dicts with ``instruction``, ``input`` (may be ""), ``output`` (None for prompts-only
 files, which serve only as evaluation prompts) and, where the data has them,
 ``label`` / ``answer`` / ``category``.
@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+from tvaccine.data.mirror import local_copy
 from tvaccine.errors import UserError
 
 Record = dict
@@ -40,6 +41,11 @@ class Source:
         return records
 
 
+# Splits that were renamed: spec -> the one-line reason shown to whoever still names them.
+RENAMED_SPECS = {"builtin:safety@harmful": "builtin:safety@harmful was renamed builtin:safety@compliance_template: "
+                                           "its answers are a harmless template, not harm; real harmful answers: "
+                                           "beavertails"}
+
 SourceLoader = Callable[[str | None], Source]
 _REGISTRY: dict[str, tuple[SourceLoader, str]] = {}
 
@@ -55,7 +61,6 @@ def register_source(name: str, help: str):
 
 
 def available_sources() -> dict[str, str]:
-    _ensure_registered()
     return {name: help for name, (_, help) in sorted(_REGISTRY.items())}
 
 
@@ -81,11 +86,12 @@ def load_source(spec: str) -> Source:
     print(refusals[0]["instruction"], "->", refusals[0]["output"])
     ```
     """
-    _ensure_registered()
+    if spec in RENAMED_SPECS:
+        raise UserError(RENAMED_SPECS[spec])
     name, arg, split = parse_spec(spec)
     if name not in _REGISTRY:
         raise UserError(f"unknown data source {name!r}; known: {', '.join(sorted(_REGISTRY))}")
-    source = _REGISTRY[name][0](arg)
+    source = _REGISTRY[name][0](arg if arg is not None else local_copy(name))
     if split is not None:
         source = Source(source.name, {split: source.split(split)}, source.metric, source.label_words,
                         source.description)
@@ -111,8 +117,3 @@ def require_outputs(records: list[Record], what: str) -> None:
     if missing:
         raise UserError(f"{what}: {missing} of {len(records)} records have no output (answer); prompts-only data "
                         "can only be evaluation prompts")
-
-
-def _ensure_registered() -> None:
-    # Importing the modules runs their @register_source decorators.
-    from tvaccine.data import builtin, loaders  # noqa: F401

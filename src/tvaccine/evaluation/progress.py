@@ -23,7 +23,7 @@ from tvaccine.timing import timed
 
 CURVE_FILE = "progress.jsonl"
 CURVE_KEYS = ("harmful_score", "over_refusal", "finetune_accuracy", "harmful_refusal_rate", "harmful_empty_rate",
-              *FORWARD_KEYS, "pair_refusal_loss", "n_harmful", "n_alignment", "n_pairs")
+              *FORWARD_KEYS, "n_harmful", "n_alignment", "n_openings", "n_harmful_answers")
 GENERATE = ("ends", "every")
 SHARE_KEYS = tuple(f"{verdict}_share" for verdict in ("refused", "complied", "empty", "degenerate"))
 
@@ -91,8 +91,11 @@ class AttackProgressCallback(TrainerCallback):
         # Resumed: points past the checkpoint belong to the interrupted run and are measured again.
         self.curve = [point for point in self.curve if point["step"] <= state.global_step]
         if self.instrument is not None and state.is_world_process_zero:
-            with model.disable_adapter():  # the aligned model as the attack received it
-                self.instrument.set_reference(model)
+            if state.global_step == 0 and not any(point["step"] == 0 for point in self.curve):
+                self.instrument.reference_from_next()  # step 0's fresh LoRA leaves the model as it was received
+            else:
+                with model.disable_adapter():  # the aligned model as the attack received it
+                    self.instrument.set_reference(model)
         if state.global_step == 0:
             self._score(model, 0, state)
 

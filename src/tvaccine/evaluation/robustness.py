@@ -43,5 +43,6 @@ def summarize(curve: list[dict]) -> dict:
             "hs_rise": None if None in (points[-1].get("harmful_score"), points[0].get("harmful_score"))
             else points[-1]["harmful_score"] - points[0]["harmful_score"],
             "curve_steps": points[-1]["step"],
-            # The forward-only counterpart: the mean refusal preference over the attack (higher: more robust).
-            "rp_auc": hs_auc(points, "refusal_preference")}
+            # The forward-only counterpart: the mean share of prompts whose refusal opening wins, over the
+            # attack (higher: more robust); "rp_auc" from the whole-answer preference of older runs.
+            "ro_auc": hs_auc(points, "refusal_opening"), "rp_auc": hs_auc(points, "refusal_preference")}
