@@ -1,34 +1,24 @@
-"""The alignment recipe: data -> LoRA model -> method trainer -> adapter and the record of the run.
-
-Everything that needs no model (sources, numbers, the method's config, the output location) is
-checked before the model loads, and outputs go to ``<out>.partial``, renamed at the end (see
-``outputs``), so a crash or Ctrl-C never leaves something that looks like a finished alignment.
-"""
+"""The alignment recipe: refusals and benign data -> a fresh LoRA trained by the method -> the adapter
+and the record of the run (the shared steps are ``training.LoRARun``'s)."""
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import json
 import random
-import re
-import time
-import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from tvaccine.config import DEFAULT_SEED, DEFAULT_TEMPLATE, DTYPES, coerce_fields, option, require, training_arguments
-from tvaccine.data.formatting import IGNORE_INDEX, TEMPLATES, tokenize_records
+from tvaccine.data.formatting import TEMPLATES
+from tvaccine.data.self_distill import self_distilled
 from tvaccine.data.sources import load_source, pick_split, require_outputs
 from tvaccine.errors import UserError
 from tvaccine.methods import METHODS
-from tvaccine.model_card import write_run_card
-from tvaccine.models import DEFAULT_MODEL, add_lora, find_decoder_layers, load_model, resolve_model, save_adapter
-from tvaccine.outputs import OutputDir, check_output_path, partial_dir
-from tvaccine.precision import PRECISIONS, SpecPrecision, train_with_precision
-from tvaccine.results_io import environment, write_json, write_jsonl
+from tvaccine.models import DEFAULT_MODEL, cache_dir, find_decoder_layers
+from tvaccine.precision import PRECISIONS, SpecPrecision, autocast, train_with_precision
+from tvaccine.results_io import write_json, write_jsonl
 from tvaccine.timing import breakdown, snapshot, timed
+from tvaccine.training import LoRARun, check_lora, load_for_training
 
 BENIGN_ANSWERS = ("self", "given")
 
@@ -108,12 +98,6 @@ class AlignSpec(SpecPrecision):
         return self._args
 
 
-def check_lora(r: int, alpha: float | None, dropout: float) -> None:
-    require(r >= 1, f"lora_r must be >= 1, got {r}")
-    require(alpha is None or alpha > 0, f"lora_alpha must be > 0, got {alpha}")
-    require(0 <= dropout < 1, f"lora_dropout must be in [0, 1), got {dropout}")
-
-
 def benign_instructions(spec: AlignSpec) -> list[dict]:
     """The benign split in the source's order (its answers are needed only with ``benign_answers: given``)."""
     if not spec.benign_data:
@@ -173,51 +157,6 @@ def harmful_records_for(kind: str | None, records: list[dict], spec: AlignSpec) 
     return probe
 
 
-# Third-party warnings about choices this package makes, not the user, matched on their exact text.
-_KNOWN_WARNINGS = ((FutureWarning, "`is_gradient_checkpointing` is deprecated"),
-                   (UserWarning, "'pin_memory' argument is set as true but no accelerator is found"))
-
-
-@contextmanager
-def known_warnings_silenced():
-    with warnings.catch_warnings():
-        for category, text in _KNOWN_WARNINGS:
-            warnings.filterwarnings("ignore", message=re.escape(text), category=category)
-        yield
-
-
-def numeric_log_lines(trainer) -> None:
-    """The Trainer prints each log as a dict of numbers formatted into quoted strings; print them as
-    one JSON object of numbers instead (4 significant digits), so a log line can be read back."""
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
-
-    def line(logs: dict) -> str:
-        return json.dumps({k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in logs.items()
-                           if k != "total_flos"})
-
-    class Progress(ProgressCallback):
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if state.is_world_process_zero and self.training_bar is not None:
-                self.training_bar.write(line(logs))
-
-    class Printer(PrinterCallback):
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if state.is_local_process_zero:
-                print(line(logs))
-
-    for stock, readable in ((ProgressCallback, Progress), (PrinterCallback, Printer)):
-        if trainer.pop_callback(stock) is not None:
-            trainer.add_callback(readable)
-
-
-def run_summary(trainer, work: OutputDir) -> dict:
-    """The step count and cost of a (possibly resumed) run: ``steps`` counts the whole run, the timing
-    only the steps this process ran (``timed_steps``)."""
-    costs = trainer.costs()
-    return {**costs, "timed_steps": costs.pop("steps"), "steps": trainer.state.global_step,
-            "resumed_from_step": work.resumed_from}
-
-
 def run_alignment(spec: AlignSpec, out: str | Path, overwrite: bool = False, resume: bool = False, log=print,
                   callbacks=()) -> dict:
     """Align ``spec.model`` with ``spec.method``; returns the run summary written to ``summary.json``.
@@ -231,73 +170,36 @@ def run_alignment(spec: AlignSpec, out: str | Path, overwrite: bool = False, res
     assert summary["steps"] == 1
     ```
     """
-    from datasets import Dataset
-    from transformers import DataCollatorForSeq2Seq, set_seed
-
-    out = Path(out)
-    check_output_path(out)
-    resolve_model(spec.model, spec.allow_pickle)  # a wrong model path fails before anything is written
+    run = LoRARun(spec, out, overwrite, resume, log, callbacks, name="alignment")
     since = snapshot()
     records = alignment_records(spec, log=log)  # checks the data before the model loads
     trainer_class = METHODS[spec.method][1]
     harmful_records = harmful_records_for(trainer_class.harmful_data, records, spec)
-    config = copy.copy(spec.args)
-    config.output_dir = str(partial_dir(out))
-    with OutputDir(out, overwrite, resume, dataclasses.asdict(spec), config) as work, known_warnings_silenced():
-        if work.resumed_from is not None:
-            log(f"resuming {out} from step {work.resumed_from} (its last checkpoint)")
-        with timed("model load"):
-            model, tokenizer = load_model(spec.model, dtype=spec.weights_dtype,
-                                          trust_remote_code=spec.trust_remote_code, allow_pickle=spec.allow_pickle)
+    with run.folder() as work:
+        model, tokenizer = load_for_training(spec)
         provenance = {"source": spec.benign_data or None, "answers": spec.benign_answers}
         if spec.benign_data and spec.benign_answers == "self":
-            from tvaccine.data.self_distill import self_distilled
-            from tvaccine.models import cache_dir
-            from tvaccine.precision import autocast
-
-            with timed("self-distillation"), autocast(spec.precision, model.device):
-                benign, distilled = self_distilled(model, tokenizer, benign_instructions(spec), spec.template,
-                                                   spec.benign_max_new_tokens, spec.precision_used,
-                                                   cache_dir() / "self_distilled", log=log)
+            benign, distilled = self_distilled_benign(spec, model, tokenizer, log)
             provenance.update(distilled)
             records = alignment_records(spec, benign, log)
             write_jsonl(work.path / "benign_answers.jsonl", benign)
         write_json(work.path / "benign_answers.json", provenance)
-        model.config.use_cache = False
         num_layers = len(find_decoder_layers(model))
-        tokenized = tokenize_records(records, tokenizer, spec.template, spec.max_length)
-        if not tokenized.examples:
-            raise UserError("no alignment sample has a response token left after truncation; raise max_length")
-        set_seed(spec.seed)  # the fresh LoRA's initialisation is part of the run's seed
-        model = add_lora(model, spec.lora_r, spec.lora_alpha, spec.lora_dropout, spec.lora_targets)
-        extra = {}
-        if harmful_records:
-            harmful = tokenize_records(harmful_records, tokenizer, spec.template, spec.max_length).examples
-            extra["harmful_dataset"] = Dataset.from_list(random.Random(spec.seed).sample(harmful, len(harmful)))
-        collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)
-        trainer = trainer_class(model=model, args=config, train_dataset=Dataset.from_list(tokenized.examples),
-                                data_collator=collator, processing_class=tokenizer, callbacks=list(callbacks), **extra)
-        numeric_log_lines(trainer)
+        trainer, tokenized = run.trainer(model, tokenizer, records, trainer_class, spec.lora_alpha, spec.lora_targets,
+                                         harmful_dataset=harmful_records)
         log(f"aligning {spec.model} with {spec.method}: {len(tokenized.examples)} samples "
             f"({tokenized.dropped} dropped by truncation), {num_layers} layers")
-        start = time.perf_counter()
-        with timed("training"):
-            trainer.train(resume_from_checkpoint=True if resume else None)
-        wall = time.perf_counter() - start
-
-        summary = {"method": spec.method, "model": spec.model, "samples": len(tokenized.examples),
-                   "dropped_by_truncation": tokenized.dropped, "wall_s": wall, "num_layers": num_layers,
-                   "precision": spec.precision_used, "benign_answers": provenance,
+        summary = {"method": spec.method, "model": spec.model, **run.train(trainer, tokenized),
+                   "num_layers": num_layers, "benign_answers": provenance,
                    "final_loss": next((e["loss"] for e in reversed(trainer.state.log_history) if "loss" in e), None),
-                   **run_summary(trainer, work), "phases": breakdown(0.0, since)["phases"]}
-        if not work.writer:
-            return summary
-        save_adapter(trainer.model, work.path / "adapter", spec.model)
-        write_run_card(work.path / "adapter", spec, summary)  # README.md, the card push_to_hub shows
-        write_json(work.path / "training_args.json", json.loads(config.to_json_string()))
-        write_json(work.path / "train_log.json", trainer.state.log_history)
-        write_json(work.path / "environment.json", environment())
-        if hasattr(trainer, "layer_history"):
-            write_json(work.path / "layer_history.json", trainer.layer_history)
-        write_json(work.path / "summary.json", summary)
+                   "phases": breakdown(0.0, since)["phases"]}
+        layer_history = {"layer_history.json": trainer.layer_history} if hasattr(trainer, "layer_history") else {}
+        run.save(trainer, summary, {"training_args.json": json.loads(run.config.to_json_string()), **layer_history})
     return summary
+
+
+def self_distilled_benign(spec: AlignSpec, model, tokenizer, log) -> tuple[list[dict], dict]:
+    """The benign instructions with the model's own greedy answers (cached), and where they came from."""
+    with timed("self-distillation"), autocast(spec.precision, model.device):
+        return self_distilled(model, tokenizer, benign_instructions(spec), spec.template, spec.benign_max_new_tokens,
+                              spec.precision_used, cache_dir() / "self_distilled", log=log)

@@ -4,36 +4,19 @@ trained with plain SFT, with the papers' fine-tuning hyper-parameters as default
 
 from __future__ import annotations
 
-import copy
-import dataclasses
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tvaccine.alignment import check_lora, known_warnings_silenced, numeric_log_lines, run_summary
 from tvaccine.config import DEFAULT_SEED, DEFAULT_TEMPLATE, DTYPES, coerce_fields, option, require, training_arguments
-from tvaccine.data.formatting import IGNORE_INDEX, TEMPLATES, tokenize_records
+from tvaccine.data.formatting import TEMPLATES
 from tvaccine.data.mixture import build_mixture
 from tvaccine.data.sources import load_source, parse_spec, pick_split
-from tvaccine.errors import UserError
-from tvaccine.evaluation.evaluate import EVAL_HARMFUL, EvalSpec
-from tvaccine.evaluation.progress import GENERATE
+from tvaccine.evaluation.evaluate import EVAL_HARMFUL, EvalSpec, evaluation_sets, forward_instrument
+from tvaccine.evaluation.progress import GENERATE, AttackProgressCallback
 from tvaccine.methods import SFTConfig, SFTTrainer
-from tvaccine.model_card import write_run_card
-from tvaccine.models import (
-    DEFAULT_MODEL,
-    add_lora,
-    check_adapter,
-    load_adapter,
-    load_model,
-    merge_adapter,
-    resolve_model,
-    save_adapter,
-)
-from tvaccine.outputs import OutputDir, check_output_path, partial_dir
+from tvaccine.models import DEFAULT_MODEL, check_adapter
 from tvaccine.precision import PRECISIONS, SpecPrecision, train_with_precision
-from tvaccine.results_io import environment, write_json, write_jsonl
-from tvaccine.timing import timed
+from tvaccine.training import LoRARun, check_lora, load_for_training
 
 
 @dataclass
@@ -115,7 +98,6 @@ class AttackSpec(SpecPrecision):
         """The attack's TrainingArguments, built once from ``train``; read only."""
         return self._args
 
-
     def resolved_lora_alpha(self) -> float:
         """``lora_alpha``, or the papers' rule when it is unset: 0.5 on GSM8K, 1 on every other task."""
         if self.lora_alpha is not None:
@@ -137,13 +119,7 @@ def attack_mixture(spec: AttackSpec) -> list[dict]:
 
 def load_aligned(spec: AttackSpec):
     """The model the user receives: base weights with the alignment LoRA merged in."""
-    with timed("model load"):
-        model, tokenizer = load_model(spec.model, dtype=spec.weights_dtype,
-                                      device="cpu" if spec.args.use_cpu else None, allow_pickle=spec.allow_pickle,
-                                      trust_remote_code=spec.trust_remote_code)
-    if spec.aligned_adapter:
-        model = merge_adapter(load_adapter(model, spec.aligned_adapter))
-    return model, tokenizer
+    return load_for_training(spec, spec.aligned_adapter)
 
 
 def run_attack(spec: AttackSpec, out: str | Path, overwrite: bool = False, resume: bool = False, callbacks=(),
@@ -158,43 +134,17 @@ def run_attack(spec: AttackSpec, out: str | Path, overwrite: bool = False, resum
     assert summary["harmful_samples"] == 2
     ```
 
-    With
-    ``generate_last`` False the progress curve's last point leaves its answers to the evaluation that
+    With ``generate_last`` False the progress curve's last point leaves its answers to the evaluation that
     follows (``tvaccine run`` does that: the same model, a superset of the same prompts)."""
-    from datasets import Dataset
-    from transformers import DataCollatorForSeq2Seq, set_seed
-
-    out = Path(out)
-    check_output_path(out)
-    resolve_model(spec.model, spec.allow_pickle)  # a wrong model path fails before anything is written
+    run = LoRARun(spec, out, overwrite, resume, log, callbacks, name="attack")
     mixture = attack_mixture(spec)
     if spec.eval_every:
-        from tvaccine.evaluation.evaluate import evaluation_sets
-
         evaluation_sets(spec.progress_eval)  # its sources load before the model does
-    config = copy.copy(spec.args)
-    config.output_dir = str(partial_dir(out))
-    with OutputDir(out, overwrite, resume, dataclasses.asdict(spec), config) as work, known_warnings_silenced():
-        if work.resumed_from is not None:
-            log(f"resuming {out} from step {work.resumed_from} (its last checkpoint)")
+    with run.folder() as work:
         model, tokenizer = load_aligned(spec)
-        model.config.use_cache = False
-        tokenized = tokenize_records(mixture, tokenizer, spec.template, spec.max_length)
-        if not tokenized.examples:
-            raise UserError(f"no attack sample has a response token left within {spec.max_length} tokens; "
-                            "raise max_length")
-        set_seed(spec.seed)  # the fresh LoRA's initialisation is part of the run's seed
-        model = add_lora(model, spec.lora_r, spec.resolved_lora_alpha(), spec.lora_dropout)
-        trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(tokenized.examples),
-                             data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True,
-                                                                  label_pad_token_id=IGNORE_INDEX),
-                             processing_class=tokenizer, callbacks=list(callbacks))
-        numeric_log_lines(trainer)
+        trainer, tokenized = run.trainer(model, tokenizer, mixture, SFTTrainer, spec.resolved_lora_alpha())
         if spec.eval_every:
             # Added after the trainer's own step-time meter, so evaluation time is not counted as step time.
-            from tvaccine.evaluation.evaluate import forward_instrument
-            from tvaccine.evaluation.progress import AttackProgressCallback
-
             instrument = forward_instrument(spec.progress_eval, tokenizer)
             trainer.add_callback(AttackProgressCallback(spec.progress_eval, spec.eval_every, work.path / "progress",
                                                         tokenizer, log, instrument, spec.progress_generate,
@@ -202,21 +152,7 @@ def run_attack(spec: AttackSpec, out: str | Path, overwrite: bool = False, resum
         harmful_count = sum(r["is_harmful"] for r in mixture)
         log(f"attacking {spec.aligned_adapter or 'the non-aligned model'}: n={spec.n}, p={spec.p} "
             f"({harmful_count} harmful), {len(tokenized.examples)} samples kept")
-        start = time.perf_counter()
-        with timed("training"):
-            trainer.train(resume_from_checkpoint=True if resume else None)
-        summary = {"precision": spec.precision_used,
-                   "n": spec.n, "p": spec.p, "harmful_samples": harmful_count, "samples": len(tokenized.examples),
-                   "dropped_by_truncation": tokenized.dropped, "lora_alpha": spec.resolved_lora_alpha(),
-                   "wall_s": time.perf_counter() - start, **run_summary(trainer, work)}
-        model = trainer.model
-        model.config.use_cache = True
-        if not work.writer:
-            return model, tokenizer, summary
-        save_adapter(model, work.path / "adapter", spec.model)
-        write_run_card(work.path / "adapter", spec, summary)  # README.md, the card push_to_hub shows
-        write_jsonl(work.path / "mixture.jsonl", mixture)
-        write_json(work.path / "train_log.json", trainer.state.log_history)
-        write_json(work.path / "environment.json", environment())
-        write_json(work.path / "summary.json", summary)
-    return model, tokenizer, summary
+        summary = {"n": spec.n, "p": spec.p, "harmful_samples": harmful_count,
+                   "lora_alpha": spec.resolved_lora_alpha(), **run.train(trainer, tokenized)}
+        run.save(trainer, summary, {"mixture.jsonl": mixture})
+    return trainer.model, tokenizer, summary
