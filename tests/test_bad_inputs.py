@@ -507,7 +507,7 @@ def test_overwrite_replaces_a_marked_output_and_only_with_the_flag(workdir, caps
 def test_folders_written_before_the_marker_are_recognised_by_their_files():
     from tvaccine.outputs import output_kind
 
-    results = REPO / "docs" / "results"
+    results = REPO / "docs" / "results" / "archive"
     assert output_kind(results / "cpu_chat_verdict") == "results"
     assert output_kind(results / "tvaccine_faithful_cpu") == "results"
     assert output_kind(results / "cpu_chat_verdict" / "align" / "sft") == "output"
@@ -543,7 +543,7 @@ def test_an_output_that_cannot_be_removed_is_refused_before_any_work(workdir, ca
 
 
 def test_report_out_renders_committed_results_without_changing_them(tmp_path, capsys):
-    committed = REPO / "docs" / "results" / "cpu_chat_verdict"
+    committed = REPO / "docs" / "results" / "archive" / "cpu_chat_verdict"
     before = snapshot(committed)
     out = tmp_path / "rendered"
     assert main(["report", str(committed), "--out", str(out)]) == 0
