@@ -48,7 +48,7 @@ class AlignSpec(SpecPrecision):
                                         "end within it are left out.")
     n_safety: int | None = option(None, "Refusal samples to use (none: the whole split).")
     n_benign: int | None = option(None, "Benign samples (none: as many as refusal samples).")
-    probe_data: str = option("builtin:safety@harmful", "Harmful prompts with compliant answers, for the methods "
+    probe_data: str = option("beavertails", "Harmful prompts with real harmful answers, for the methods "
                              "that read harmful data (T-Vaccine's probe; RepNoise and TAR when the safety data "
                              "has no compliant answers).", metavar="SOURCE")
     template: str = option(DEFAULT_TEMPLATE, "Prompt template.", choices=TEMPLATES)

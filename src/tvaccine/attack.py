@@ -47,8 +47,8 @@ class AttackSpec(SpecPrecision):
     aligned_adapter: str | None = option(None, "The alignment LoRA adapter to merge first (none: attack the "
                                          "non-aligned model).", flag="adapter", metavar="DIR")
     task: str = option("builtin:sentiment", "The user's benign fine-tuning task.", metavar="SOURCE")
-    harmful_data: str = option("builtin:safety@harmful", "Harmful prompts with compliant answers mixed into the "
-                               "fine-tuning data.", metavar="SOURCE")
+    harmful_data: str = option("beavertails", "Harmful prompts with real harmful answers mixed into the fine-tuning "
+                               "data (BeaverTails' train split, never its probe rows).", metavar="SOURCE")
     eval_harmful: str | None = option(EVAL_HARMFUL, "The harmful evaluation prompts: none of them may be trained on "
                                       "(checked).", metavar="SOURCE")
     n: int = option(1000, "Fine-tuning samples (papers: 1000).")
@@ -109,11 +109,11 @@ def attack_mixture(spec: AttackSpec) -> list[dict]:
     benign = pick_split(load_source(spec.task), "train")
     harmful = pick_split(load_source(spec.harmful_data), "harmful", "train")
     eval_prompts = pick_split(load_source(spec.eval_harmful), "eval", "test") if spec.eval_harmful else []
-    if spec.progress_eval is not None and spec.progress_eval.forward_harmful:  # the forward-only pairs too
+    if spec.progress_eval is not None and spec.progress_eval.forward_harmful:  # the instrument's answers too
         from tvaccine.evaluation.forward_metrics import instrument_sets
 
         eval_prompts = [*eval_prompts, *instrument_sets(None, spec.progress_eval.forward_harmful,
-                                                        spec.progress_eval.n_forward)["pairs"]]
+                                                        spec.progress_eval.n_forward)["harmful"]]
     return build_mixture(benign, harmful, spec.n, spec.p, spec.seed, eval_prompts)
 
 
