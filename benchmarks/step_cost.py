@@ -1,33 +1,36 @@
 """Step time and peak memory of every alignment method on the same model, batch and length.
 
     python benchmarks/step_cost.py --shape llama-2-7b --layers-per-draw 4,8,16   # on a GPU, no weights needed
-    python benchmarks/step_cost.py --shape tiny --cpu                             # seconds, on CPU
+    python benchmarks/step_cost.py --shape tiny --cpu --steps 3                   # seconds, on CPU
     python benchmarks/step_cost.py --model <hub id, dir or .gguf> --cpu           # real weights
 
-T-Vaccine against Vaccine, every checkpoint mode, budgets, Accelerated T-Vaccine and the
-no-unused-work switches, in one run on the default model (the README's trade-off table):
+T-Vaccine against Vaccine on the default model (the README's numbers): every unselected layer
+checkpointed, none, a few counts in between, and Accelerated T-Vaccine, in one run on one batch:
 
-    python benchmarks/step_cost.py --cpu --methods vaccine,t-vaccine --batch 8 --seq-len 128 \
-        --layers-per-draw 8 --trainable-scopes reference --checkpoint-modes true,false,auto \
-        --budgets 0.7,0.8,0.9,1.0 --perturbation-intervals 10 --ablations lean_pass1,reuse_lower_hidden_state
+    python benchmarks/step_cost.py --cpu --methods vaccine,t-vaccine --batch 8 --seq-len 128 \\
+        --layers-per-draw 8 --trainable-scopes reference --checkpoint-modes true,false,4,8,12 \\
+        --perturbation-intervals 10 --precision auto
+
+``--checkpoint-modes`` takes T-Vaccine's ``checkpoint_unselected`` values: true, false, or a number
+k of unselected layers run checkpointed; the table "T-Vaccine by checkpointed layers" then shows
+the step time and peak of each, on your model, batch and length, to pick the fastest that fits.
 
 ``--shape NAME`` builds the architecture in ``benchmarks/shapes/NAME.json`` (published config
 numbers) with random weights directly on the device: peak memory and step time do not depend on
 the weight values, so the papers' 7B claims can be checked without downloading anything.
 
-Each method runs in its own process on the same fixed batch of random token ids (labels = ids),
-with LoRA r=8 on every projection, so each peak is that method's own: CUDA peak allocated and
-peak reserved on a GPU, the peak resident set size on CPU. Step time is the mean of steps 2..N
-(step 1 pays one-off set-up and T-Vaccine's probe). For Vaccine and T-Vaccine the step is split
-into pass 1 (the perturbation search), pass 2 (training under the perturbation), the optimizer
-and the one-off probe; the GPU is synchronised at these boundaries.
-
-``--budgets`` are fractions of Vaccine's measured peak in this run (Vaccine runs first): each gives
-a T-Vaccine job under ``checkpoint_unselected: auto`` with that ``memory_budget_gib``. An
-Accelerated T-Vaccine job (``--perturbation-intervals``, tau > 1) reports the step time amortised
-over tau steps: one search step (the same T-Vaccine job at tau 1 in this run) and tau - 1 of its own
-plain steps. ``--ablations`` repeat Vaccine and T-Vaccine (checkpoint ``true``) with one of the
-trainers' no-unused-work switches off, to measure what each saves.
+Each job runs in its own process on the same fixed batch of random token ids (labels = ids), with
+the project's LoRA (r 8, alpha 1, dropout 0.1, every projection) and ``--precision`` as alignment
+runs it (``tvaccine.precision``: on a CPU with native bf16, ``auto`` is fp32 weights under bf16
+autocast). Step 0 is a warm-up (one-off set-up and T-Vaccine's probe); the ``--steps`` after it
+are timed, each with its own peak: CUDA peak allocated (and reserved) after resetting the peak at
+the start of the step; on Linux CPUs the resident set's high-water mark (VmHWM) after resetting it
+through ``/proc/self/clear_refs``; elsewhere the process's peak so far. The tables give the median
+step and its spread; ratios are of medians, to the SFT and Vaccine jobs of the same run. For
+Vaccine and T-Vaccine the step is split into pass 1 (the perturbation search), pass 2 (training
+under it), the optimizer and the one-off probe; the GPU is synchronised at these boundaries. An
+Accelerated T-Vaccine job (tau > 1) reports its step amortised over tau steps: one search step and
+tau - 1 plain ones.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import json
 import multiprocessing
 import re
 import shlex
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -46,40 +50,48 @@ from collections import defaultdict
 from pathlib import Path
 
 from tvaccine.methods.tvaccine import TRAINABLE_SCOPES
+from tvaccine.precision import PRECISIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPES = Path(__file__).resolve().parent / "shapes"
 METHOD_ORDER = ("sft", "vaccine", "t-vaccine", "repnoise", "tar")
 BASELINES = ("sft", "vaccine")
-CHECKPOINT_MODES = ("true", "false", "auto")
-# The trainers' switches for work the update never uses (methods/vaccine.py), and who has them.
-ABLATIONS = {"lean_pass1": ("vaccine", "t-vaccine"), "reuse_lower_hidden_state": ("t-vaccine",)}
 # Trainer methods timed as phases of a step, when the trainer has them.
 PHASES = {"search_perturbation": "pass1_s", "probe": "probe_s", "tamper_resistance_gradients": "tar_attack_s"}
+CLEAR_REFS = Path("/proc/self/clear_refs")
+
+
+def checkpoint_mode(text: str) -> bool | int:
+    """true, false or a number of layers >= 0, as ``checkpoint_unselected`` takes them."""
+    from tvaccine.errors import UserError
+
+    word = text.strip().lower()
+    if word in ("true", "false"):
+        return word == "true"
+    if word.isdigit():
+        return int(word)
+    raise UserError(f"unknown checkpoint mode {text!r}; use true, false or a number of layers >= 0")
 
 
 @dataclasses.dataclass
 class Settings:
-    """One benchmark invocation; every job (method, S) runs with these."""
+    """One benchmark invocation; every job (method, S, checkpoint mode, tau) runs with these."""
 
     shape: str | None = None
     model: str | None = None
     batch: int = 10
     seq_len: int = 200
-    steps: int = 5
-    dtype: str | None = None
+    steps: int = 10  # timed, after one warm-up step
+    precision: str = "auto"
     cpu: bool = False
     methods: tuple[str, ...] = METHOD_ORDER
     layers_per_draw: tuple[int, ...] = ()
     trainable_scopes: tuple[str, ...] = ()
-    checkpoint_modes: tuple[str, ...] = ()
-    budgets: tuple[float, ...] = ()  # fractions of Vaccine's measured peak, for `auto`
+    checkpoint_modes: tuple[bool | int, ...] = ()
     perturbation_intervals: tuple[int, ...] = ()  # Accelerated T-Vaccine's tau values (> 1)
-    ablations: tuple[str, ...] = ()
 
     def validate(self) -> None:
         from tvaccine.errors import UserError
-        from tvaccine.models import parse_dtype
 
         if (self.shape is None) == (self.model is None):
             raise UserError("give exactly one of --shape and --model")
@@ -91,74 +103,43 @@ class Settings:
                             f"{','.join(self.methods) or 'none'}")
         if self.batch < 1 or self.seq_len < 2:
             raise UserError(f"batch must be >= 1 and length >= 2 tokens, got {self.batch} x {self.seq_len}")
-        if self.steps < 2:
-            raise UserError(f"steps must be >= 2 (the mean skips step 1), got {self.steps}")
+        if self.steps < 1:
+            raise UserError(f"steps must be >= 1 (timed, after the warm-up step), got {self.steps}")
+        if self.precision not in PRECISIONS:
+            raise UserError(f"unknown precision {self.precision!r}; use one of {', '.join(PRECISIONS)}")
         if any(s < 1 for s in self.layers_per_draw):
             raise UserError(f"S (layers per draw) must be >= 1, got {list(self.layers_per_draw)}")
-        tvaccine_options = (self.layers_per_draw, self.trainable_scopes, self.checkpoint_modes, self.budgets,
+        tvaccine_options = (self.layers_per_draw, self.trainable_scopes, self.checkpoint_modes,
                             self.perturbation_intervals)
         if any(tvaccine_options) and "t-vaccine" not in self.methods:
             raise UserError("T-Vaccine options are given but t-vaccine is not among the methods")
         unknown = [s for s in self.trainable_scopes if s not in TRAINABLE_SCOPES]
         if unknown:
             raise UserError(f"unknown trainable scope {unknown[0]!r}; choose from {', '.join(TRAINABLE_SCOPES)}")
-        unknown = [m for m in self.checkpoint_modes if m not in CHECKPOINT_MODES]
-        if unknown:
-            raise UserError(f"unknown checkpoint mode {unknown[0]!r}; choose from {', '.join(CHECKPOINT_MODES)}")
-        if self.budgets and "auto" not in self.checkpoint_modes:
-            raise UserError("budgets are for checkpoint mode auto: add auto to --checkpoint-modes")
-        if self.budgets and "vaccine" not in self.methods:
-            raise UserError("budgets are fractions of Vaccine's measured peak: add vaccine to --methods")
-        if any(b <= 0 for b in self.budgets):
-            raise UserError(f"budgets must be > 0 (fractions of Vaccine's peak), got {list(self.budgets)}")
         if any(t < 2 for t in self.perturbation_intervals):
             raise UserError(f"perturbation intervals (Accelerated T-Vaccine's tau) must be >= 2, got "
                             f"{list(self.perturbation_intervals)}")
-        unknown = [a for a in self.ablations if a not in ABLATIONS]
-        if unknown:
-            raise UserError(f"unknown ablation {unknown[0]!r}; choose from {', '.join(ABLATIONS)}")
-        if any(not set(ABLATIONS[a]) & set(self.methods) for a in self.ablations):
-            raise UserError("the ablations apply to " + ", ".join(sorted({m for a in self.ablations
-                                                                          for m in ABLATIONS[a]}))
-                            + ": add one of them to --methods")
         depth = shape_config(self.shape)["num_hidden_layers"] if self.shape else None
         if depth is not None and any(s > depth for s in self.layers_per_draw):
             raise UserError(f"S = {max(self.layers_per_draw)} layers per draw, but {self.shape} has {depth} layers")
-        parse_dtype(self.dtype)
 
     def jobs(self) -> list[dict]:
         """One job per method; T-Vaccine once per S, trainable scope and checkpoint mode (None: the
-        project's default), `auto` once per budget; then Accelerated T-Vaccine and the ablations.
-        Vaccine always runs before T-Vaccine: the budgets are fractions of its peak."""
+        project's default), then Accelerated T-Vaccine under the first of true / the default / the
+        first mode given."""
         jobs = []
-        methods = list(self.methods)
-        if "vaccine" in methods and "t-vaccine" in methods and methods.index("t-vaccine") < methods.index("vaccine"):
-            methods.remove("t-vaccine")
-            methods.insert(methods.index("vaccine") + 1, "t-vaccine")
-        for method in methods:
+        for method in self.methods:
             if method != "t-vaccine":
                 jobs.append({"method": method})
-                jobs += [{"method": method, "ablation": a} for a in self.ablations if method in ABLATIONS[a]]
                 continue
             for count in self.layers_per_draw or (None,):
                 for scope in self.trainable_scopes or (None,):
                     base = {"method": method, "layers_per_draw": count, "trainable_scope": scope}
-                    modes = []
-                    for mode in self.checkpoint_modes or (None,):
-                        if mode == "auto":
-                            modes += [{"checkpoint_unselected": "auto", "budget_fraction": b}
-                                      for b in self.budgets or (None,)]
-                        else:
-                            modes.append({"checkpoint_unselected": mode})
-                    jobs += [{**base, **mode} for mode in modes]
-                    # Accelerated T-Vaccine under `true` (or the default) and under the largest budget.
-                    fast = [m for m in modes if m["checkpoint_unselected"] in (None, "true")][:1]
-                    fast += [m for m in modes if m["checkpoint_unselected"] == "auto"][-1:]
-                    jobs += [{**base, **mode, "perturbation_interval": tau}
-                             for tau in self.perturbation_intervals for mode in fast or [{}]]
-                    checkpointed = next((m for m in modes if m["checkpoint_unselected"] in (None, "true")), {})
-                    jobs += [{**base, **checkpointed, "ablation": a} for a in self.ablations
-                             if method in ABLATIONS[a]]
+                    modes = list(self.checkpoint_modes) or [None]
+                    jobs += [{**base, "checkpoint_unselected": mode} for mode in modes]
+                    fast = next((m for m in modes if m is None or m is True), modes[0])
+                    jobs += [{**base, "checkpoint_unselected": fast, "perturbation_interval": tau}
+                             for tau in self.perturbation_intervals]
         return jobs
 
 
@@ -199,20 +180,71 @@ def cpu_model() -> str:
     return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "unknown")
 
 
-def memory_now(device) -> dict:
-    import resource
+class StepMemory:
+    """The peak memory of one step: reset at its start, read at its end.
 
-    import torch
+    CUDA: ``reset_peak_memory_stats``, then ``max_memory_allocated`` / ``max_memory_reserved``. Linux
+    CPU: writing 5 to ``/proc/self/clear_refs`` resets the resident set's high-water mark (VmHWM in
+    ``/proc/self/status``) to the current resident set. Elsewhere only the process's peak so far
+    (``ru_maxrss``) exists: ``per_step`` is then False."""
 
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
-    if device.type != "cuda":
-        return {"peak_rss_bytes": rss}
-    return {"peak_rss_bytes": rss, "peak_allocated_bytes": torch.cuda.max_memory_allocated(device),
-            "peak_reserved_bytes": torch.cuda.max_memory_reserved(device)}
+    def __init__(self, device):
+        self.device = device
+        self.per_step = device.type == "cuda" or self._clear_refs()
+        self.keys = ["peak_allocated_bytes", "peak_reserved_bytes"] if device.type == "cuda" else ["peak_rss_bytes"]
+
+    def _clear_refs(self) -> bool:
+        try:
+            CLEAR_REFS.write_text("5")
+            return self._status("VmHWM") is not None
+        except OSError:
+            return False
+
+    @staticmethod
+    def _status(key: str) -> int | None:
+        try:
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+        except (OSError, ValueError, IndexError):
+            pass
+        return None
+
+    def now(self) -> dict:
+        """Memory held now (before any step: the loaded model)."""
+        import torch
+
+        if self.device.type == "cuda":
+            return {"allocated_bytes": torch.cuda.memory_allocated(self.device),
+                    "reserved_bytes": torch.cuda.memory_reserved(self.device)}
+        return {"rss_bytes": self._status("VmRSS") or self._max_rss()}
+
+    def reset(self) -> None:
+        import torch
+
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        elif self.per_step:
+            CLEAR_REFS.write_text("5")
+
+    def peak(self) -> dict:
+        import torch
+
+        if self.device.type == "cuda":
+            return {"peak_allocated_bytes": torch.cuda.max_memory_allocated(self.device),
+                    "peak_reserved_bytes": torch.cuda.max_memory_reserved(self.device)}
+        return {"peak_rss_bytes": (self._status("VmHWM") if self.per_step else None) or self._max_rss()}
+
+    @staticmethod
+    def _max_rss() -> int:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
 
 
-def step_timer(device):
-    """A Trainer callback that times every optimizer step and the phases in PHASES inside it."""
+def step_meter(device):
+    """A Trainer callback that times every optimizer step and the phases in PHASES inside it, and
+    reads each step's peak memory (the reset and the reading lie outside the timed span)."""
     import torch
     from transformers import TrainerCallback
 
@@ -220,8 +252,9 @@ def step_timer(device):
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    class StepTimer(TrainerCallback):
+    class StepMeter(TrainerCallback):
         def __init__(self):
+            self.memory = StepMemory(device)
             self.steps: list[dict] = []
             self._current: dict = defaultdict(float)
             self._start = 0.0
@@ -242,49 +275,58 @@ def step_timer(device):
 
         def on_step_begin(self, args, state, control, **kwargs):
             sync()
+            self.memory.reset()
             self._current = defaultdict(float)
             self._start = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kwargs):
             sync()
             self._current["step_s"] = time.perf_counter() - self._start
-            self.steps.append(dict(self._current))
+            self.steps.append({**self._current, **self.memory.peak()})
 
-    return StepTimer()
+    return StepMeter()
 
 
-def summarise_steps(steps: list[dict]) -> dict:
-    """Mean of steps 2..N, split into phases; the probe (step 1 only) is reported once, whole. Steps
-    that searched no perturbation (Accelerated T-Vaccine between searches) are also averaged apart."""
-    steady = steps[1:]
-    plain = [s["step_s"] for s in steady if not s.get("pass1_s")]
-    searching = [s["step_s"] for s in steady if s.get("pass1_s")]
+def spread(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values),
+            "sd": statistics.stdev(values) if len(values) > 1 else None, "n": len(values)}
 
-    def mean(key):
-        return sum(s.get(key, 0.0) for s in steady) / len(steady)
 
-    step, training = mean("step_s"), mean("training_step_s")
-    phases = {"pass1_s": mean("pass1_s"), "tar_attack_s": mean("tar_attack_s")}
-    phases["pass2_s"] = training - phases["pass1_s"] - phases["tar_attack_s"] - mean("probe_s")
-    phases["optimizer_s"] = step - training
+def summarise_steps(steps: list[dict], memory_keys: list[str]) -> dict:
+    """Step 0 is the warm-up; the rest are timed. Per phase and step time: the median over the timed
+    steps; memory: the largest per-step peak. Steps that searched no perturbation (Accelerated
+    T-Vaccine between searches) are also summarised apart."""
+    timed = steps[1:]
+    for step in timed:
+        step["pass2_s"] = (step.get("training_step_s", 0.0) - step.get("pass1_s", 0.0) - step.get("tar_attack_s", 0.0)
+                           - step.get("probe_s", 0.0))
+        step["optimizer_s"] = step["step_s"] - step.get("training_step_s", 0.0)
+    plain = [s["step_s"] for s in timed if not s.get("pass1_s")]
+    searching = [s["step_s"] for s in timed if s.get("pass1_s")]
+    phases = {k: statistics.median(s.get(k, 0.0) for s in timed)
+              for k in ("pass1_s", "pass2_s", "optimizer_s", "tar_attack_s")}
     phases["probe_once_s"] = sum(s.get("probe_s", 0.0) for s in steps)
-    return {"mean_step_s": step, "first_step_s": steps[0]["step_s"], "step_times_s": [s["step_s"] for s in steps],
-            "searched": [bool(s.get("pass1_s")) for s in steps], "phases": phases,
-            "plain_step_s": sum(plain) / len(plain) if plain else None,
-            "search_step_s": sum(searching) / len(searching) if searching else None}
+    times = [s["step_s"] for s in timed]
+    return {"step_s": spread(times), "median_step_s": statistics.median(times), "warmup_step_s": steps[0]["step_s"],
+            "step_times_s": times, "searched": [bool(s.get("pass1_s")) for s in timed], "phases": phases,
+            "plain_step_s": statistics.median(plain) if plain else None,
+            "search_step_s": statistics.median(searching) if searching else None,
+            **{key: max(s[key] for s in timed) for key in memory_keys},
+            "step_peaks": {key: [s[key] for s in timed] for key in memory_keys}}
 
 
 def measure(job: dict, settings: Settings) -> dict:
-    """Build the model, train ``settings.steps`` steps of one method on the fixed batch, return its cost."""
+    """Build the model, train 1 + ``settings.steps`` steps of one job on the fixed batch, return its cost."""
     import torch
     from datasets import Dataset
     from transformers import PrinterCallback
 
     from tvaccine.methods import METHODS
-    from tvaccine.models import add_lora, default_dtype, find_decoder_layers, load_model, parse_dtype
+    from tvaccine.models import add_lora, find_decoder_layers, load_model, parse_dtype
+    from tvaccine.precision import describe, train_with_precision, weights_dtype
 
     device = torch.device("cpu" if settings.cpu or not torch.cuda.is_available() else "cuda")
-    dtype = parse_dtype(settings.dtype) or default_dtype(device)
+    dtype = parse_dtype(weights_dtype(settings.precision, device))
     torch.manual_seed(0)
     if settings.shape:
         model = build_shape_model(settings.shape, dtype, device)
@@ -292,40 +334,37 @@ def measure(job: dict, settings: Settings) -> dict:
         model, _ = load_model(settings.model, dtype=dtype, device=str(device))
     model.config.use_cache = False
     layers = len(find_decoder_layers(model))
-    model = add_lora(model, r=8, alpha=1, dropout=0.0)
+    model = add_lora(model)  # the project's LoRA: r 8, alpha 1, dropout 0.1
+    lora = next(iter(model.peft_config.values()))
     generator = torch.Generator().manual_seed(0)
     ids = torch.randint(10, model.config.vocab_size, (settings.batch, settings.seq_len), generator=generator).tolist()
     # One batch's rows: every step (every epoch of this data set) trains on the same batch.
     dataset = Dataset.from_dict({"input_ids": ids, "attention_mask": [[1] * settings.seq_len] * len(ids),
                                  "labels": ids})
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    loaded = memory_now(device)
     options = {}
-    if job["method"] == "t-vaccine":  # one probe and one draw, at step 1: steps 2..N train on a fixed draw
-        keys = ("layers_per_draw", "trainable_scope", "checkpoint_unselected", "memory_budget_gib",
-                "perturbation_interval")
+    if job["method"] == "t-vaccine":  # one probe and one draw, in the warm-up step: the timed steps keep that draw
+        keys = ("layers_per_draw", "trainable_scope", "checkpoint_unselected", "perturbation_interval")
         options = {"resample_every": 10**6, "probe_every": 10**6, "probe_samples": settings.batch,
                    **{k: job[k] for k in keys if job.get(k) is not None}}
+    train = train_with_precision(settings.precision, {"use_cpu": device.type == "cpu"})
     config_class, trainer_class = METHODS[job["method"]]
+    meter = step_meter(device)
+    loaded = meter.memory.now()
     with tempfile.TemporaryDirectory(prefix="tvaccine-step-cost-") as output_dir:
-        config = config_class(output_dir=output_dir, max_steps=settings.steps,
+        config = config_class(output_dir=output_dir, max_steps=1 + settings.steps,
                               per_device_train_batch_size=settings.batch, disable_tqdm=True,
-                              use_cpu=device.type == "cpu", logging_steps=10**6, seed=0, **options)
+                              logging_steps=10**6, seed=0, **train, **options)
         extra = {"harmful_dataset": dataset} if trainer_class.harmful_data else {}
 
         def collate(rows):
             return {k: torch.tensor([row[k] for row in rows]) for k in rows[0]}
 
         trainer = trainer_class(model=model, args=config, train_dataset=dataset, data_collator=collate, **extra)
-        if job.get("ablation"):
-            setattr(trainer, job["ablation"], False)
-        timer = step_timer(device)
-        timer.wrap(trainer, "training_step", "training_step_s")
+        meter.wrap(trainer, "training_step", "training_step_s")
         for attribute, phase in PHASES.items():
             if hasattr(trainer, attribute):
-                timer.wrap(trainer, attribute, phase)
-        trainer.add_callback(timer)
+                meter.wrap(trainer, attribute, phase)
+        trainer.add_callback(meter)
         trainer.remove_callback(PrinterCallback)  # keeps stdout for the table
         start = time.perf_counter()
         train_loss = trainer.train().training_loss
@@ -333,27 +372,21 @@ def measure(job: dict, settings: Settings) -> dict:
     sampler = getattr(trainer, "sampler", None)
     tvaccine = {}
     if sampler is not None:
-        uncheckpointed = sorted(trainer.layer_modes(sampler.selected)[1])
+        kept = sorted(trainer.layer_modes(sampler.selected)[1])
         checkpointed = sorted(layer.index for layer in trainer.hooks.layers if layer.layer.gradient_checkpointing)
-        plans = [e for e in trainer.layer_history if e["event"] == "checkpoint_plan"]
-        modes = trainer.pass2_modes(sampler.selected)
-        recording = [i for i, mode in modes.items() if mode.in_graph and not mode.fixed]
         tvaccine = {"layers_per_draw": sampler.layers_per_draw, "trainable_scope": config.trainable_scope,
                     "probe_batch_size": config.probe_batch_size, "selected_layers": sampler.selected,
-                    "uncheckpointed_layers": uncheckpointed, "checkpoint_mode": config.checkpoint_unselected,
-                    "memory_budget_gib": config.memory_budget_gib,
+                    "uncheckpointed_layers": kept, "checkpoint_mode": config.checkpoint_unselected,
                     "perturbation_interval": config.perturbation_interval,
-                    # at the last step: the layers the checkpointing covered, of those not drawn
-                    "checkpointed_layers": checkpointed, "unselected_layers": layers - len(uncheckpointed),
-                    # those of them that record activations in pass 2 (above the lowest trainable layer)
-                    "recording_layers": recording,
-                    "checkpoint_plans": plans, "reused_hidden_states": trainer.reused_hidden_states}
+                    # at the last step: the layers that ran checkpointed, of those neither drawn nor kept
+                    "checkpointed_layers": checkpointed, "unselected_layers": layers - len(kept)}
     return {**job, "rho": getattr(config, "rho", None), "layers": layers, **tvaccine,
-            **summarise_steps(timer.steps), **memory_now(device),
+            **summarise_steps(meter.steps, meter.memory.keys), "memory_per_step": meter.memory.per_step,
             "loaded": loaded, "train_loss": train_loss, "wall_s": wall, "device": device.type,
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-            "cpu_model": cpu_model(),
+            "cpu_model": cpu_model(), "precision": describe(settings.precision, device),
             "dtype": str(dtype).removeprefix("torch."), "threads": torch.get_num_threads(),
+            "lora": {"r": lora.r, "alpha": lora.lora_alpha, "dropout": lora.lora_dropout},
             "attention": getattr(model.config, "_attn_implementation", None)}
 
 
@@ -373,22 +406,12 @@ def _measure_child(job: dict, settings: Settings, result_path: str) -> None:
 
 
 def run_jobs(settings: Settings, spawn: bool = True, log=print) -> list[dict]:
-    """Every job's result, in order. ``spawn=False`` runs them in this process (tests): the peak
-    RSS is then the process's, not each method's."""
+    """Every job's result, in order. ``spawn=False`` runs them in this process (tests)."""
     from tvaccine.errors import UserError
 
     results = []
     context = multiprocessing.get_context("spawn")
     for job in settings.jobs():
-        if job.get("budget_fraction") is not None:
-            vaccine = next((r for r in results if r["method"] == "vaccine" and not r.get("ablation")), None)
-            if vaccine is None or "error" in vaccine:
-                result = {**job, "error": "no Vaccine peak to take the budget from", "label": label(job),
-                          "isolated": spawn}
-                log(json.dumps(result))
-                results.append(result)
-                continue
-            job = {**job, "memory_budget_gib": job["budget_fraction"] * vaccine[budget_key(vaccine)] / 2**30}
         if not spawn:
             result = {**measure(job, settings), "isolated": False}
         else:
@@ -410,14 +433,9 @@ def run_jobs(settings: Settings, spawn: bool = True, log=print) -> list[dict]:
     return results
 
 
-def budget_key(result: dict) -> str:
-    """The memory that ``auto`` budgets: what ``TVaccineTrainer.measured_peak_bytes`` reads."""
-    return "peak_allocated_bytes" if result.get("device") == "cuda" else "peak_rss_bytes"
-
-
 def amortise(results: list[dict]) -> None:
-    """Accelerated T-Vaccine's step, averaged over one period of tau steps: one search step and
-    tau - 1 plain ones. The search step is this job's own when one fell in steps 2..N, else the
+    """Accelerated T-Vaccine's step, over one period of tau steps: one search step and tau - 1 plain
+    ones (medians). The search step is this job's own when one fell in the timed steps, else the
     matching T-Vaccine job's (same S, scope and checkpointing, tau 1)."""
     for result in results:
         tau = result.get("perturbation_interval") or 1
@@ -425,16 +443,16 @@ def amortise(results: list[dict]) -> None:
             continue
         search, source = result.get("search_step_s"), "this job"
         if search is None:
-            same = ("layers_per_draw", "trainable_scope", "checkpoint_unselected", "budget_fraction")
-            twin = next((r for r in results if r["method"] == "t-vaccine" and "error" not in r and not r.get("ablation")
+            same = ("layers_per_draw", "trainable_scope", "checkpoint_unselected")  # True == 1: compare types too
+            twin = next((r for r in results if r["method"] == "t-vaccine" and "error" not in r
                          and (r.get("perturbation_interval") or 1) == 1
-                         and all(r.get(k) == result.get(k) for k in same)), None)
+                         and all(repr(r.get(k)) == repr(result.get(k)) for k in same)), None)
             if twin is None:
                 continue
-            search, source = twin["mean_step_s"], twin["label"]
+            search, source = twin["median_step_s"], twin["label"]
         result["amortised"] = {"tau": tau, "search_step_s": search, "plain_step_s": result["plain_step_s"],
                                "search_step_from": source}
-        result["mean_step_s"] = (search + (tau - 1) * result["plain_step_s"]) / tau
+        result["median_step_s"] = (search + (tau - 1) * result["plain_step_s"]) / tau
 
 
 def label(result: dict) -> str:
@@ -442,14 +460,11 @@ def label(result: dict) -> str:
     text = name[result["method"]]
     if result["method"] == "t-vaccine" and "layers" in result:
         text += f" S={result['layers_per_draw']}/{result['layers']}, {result['trainable_scope']} scope"
-    if result.get("checkpoint_unselected") is not None:  # asked for with --checkpoint-modes
-        text += f", checkpoint {result['checkpoint_unselected']}"
-        if result.get("budget_fraction") is not None:
-            text += f" within {result['budget_fraction']:g}x Vaccine's peak"
+    mode = result.get("checkpoint_unselected")
+    if mode is not None:  # asked for with --checkpoint-modes
+        text += f", checkpoint {str(mode).lower()}"
     if (result.get("perturbation_interval") or 1) > 1:
         text += f", accelerated tau {result['perturbation_interval']} (non-paper)"
-    if result.get("ablation"):
-        text += f", without {result['ablation']}"
     if result.get("rho") is not None:
         text += f" (rho {result['rho']:g})"
     return text
@@ -461,18 +476,18 @@ def memory_keys(results: list[dict]) -> list[str]:
 
 
 def add_ratios(results: list[dict]) -> None:
-    """``ratios[metric][baseline]``: this job's value over the SFT / Vaccine job's (None without one)."""
+    """``ratios[metric][baseline]``: this job's median step / peak over the SFT / Vaccine job's."""
     baselines = {r["method"]: r for r in results if r["method"] in BASELINES and "error" not in r}
     for result in results:
         result["ratios"] = {}
         if "error" in result:
             continue
-        for key in ["mean_step_s", *memory_keys(results)]:
+        for key in ["median_step_s", *memory_keys(results)]:
             result["ratios"][key] = {name: result[key] / baselines[name][key] if name in baselines else None
                                      for name in BASELINES}
 
 
-def header(command: str, device: str, dtype: str) -> str:
+def header(command: str, device: str, precision: str) -> str:
     """The first lines of every benchmark report: how to run it again and on what it ran."""
     from tvaccine.results_io import environment
 
@@ -483,36 +498,47 @@ def header(command: str, device: str, dtype: str) -> str:
     except OSError:  # no git: the commit read from .git is all there is
         dirty = ""
     commit = (env["git_commit"] or "unknown")[:12] + (" with uncommitted changes" if dirty else "")
-    return (f"```\n{command}\n```\n\ncommit {commit}; device {device}; dtype {dtype}; torch {env['torch']}; "
+    return (f"```\n{command}\n```\n\ncommit {commit}; device {device}; precision {precision}; torch {env['torch']}; "
             f"transformers {env['transformers']}; peft {env['peft']}.\n")
+
+
+TITLES = {"peak_allocated_bytes": "peak allocated", "peak_reserved_bytes": "peak reserved",
+          "peak_rss_bytes": "peak RSS"}
+
+
+def _ratio(result: dict, key: str, base: str) -> str:
+    value = result["ratios"][key][base]
+    return "–" if value is None else f"{value:.2f}"
+
+
+def _spread(result: dict) -> str:
+    """The timed steps' range and sd (of this job's own steps: for an amortised job, mostly plain ones)."""
+    s = result["step_s"]
+    sd = "" if s["sd"] is None else f", sd {s['sd']:.3f}"
+    return ("own steps " if result.get("amortised") else "") + f"{s['min']:.3f}–{s['max']:.3f}{sd}"
+
+
+def _failed(result: dict, columns: int) -> str:
+    return f"| {result['label']} | failed: {result['error']} |" + " |" * (columns - 2)
 
 
 def markdown(results: list[dict], command: str, settings: Settings) -> str:
     done = [r for r in results if "error" not in r]
     first = done[0] if done else {}
     keys = memory_keys(results)
-    titles = {"peak_allocated_bytes": "peak allocated", "peak_reserved_bytes": "peak reserved",
-              "peak_rss_bytes": "peak RSS"}
-
-    def ratio(result, key, base):
-        value = result["ratios"][key][base]
-        return "–" if value is None else f"{value:.2f}"
-
-    head = ["method", "step (s)", "/ SFT", "/ Vaccine"]
+    head = ["job", "step, median (s)", "min–max (s)", "/ SFT", "/ Vaccine"]
     for key in keys:
-        head += [f"{titles[key]} (GiB)", "/ SFT", "/ Vaccine"]
-    head += [f"{titles[keys[0]]} above the loaded model (GiB)", "pass 1 (s)", "pass 2 (s)", "optimizer (s)",
-             "probe, once (s)"]
+        head += [f"{TITLES[key]} (GiB)", "/ SFT", "/ Vaccine"]
+    head += ["pass 1 (s)", "pass 2 (s)", "optimizer (s)", "probe, once (s)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
         if "error" in r:
-            lines.append(f"| {r['label']} | failed: {r['error']} |" + " |" * (len(head) - 2))
+            lines.append(_failed(r, len(head)))
             continue
-        cells = [r["label"], f"{r['mean_step_s']:.3f}", ratio(r, "mean_step_s", "sft"),
-                 ratio(r, "mean_step_s", "vaccine")]
+        cells = [r["label"], f"{r['median_step_s']:.3f}", _spread(r), _ratio(r, "median_step_s", "sft"),
+                 _ratio(r, "median_step_s", "vaccine")]
         for key in keys:
-            cells += [f"{r[key] / 2**30:.2f}", ratio(r, key, "sft"), ratio(r, key, "vaccine")]
-        cells.append(f"{(r[keys[0]] - r['loaded'][keys[0]]) / 2**30:.2f}")
+            cells += [f"{r[key] / 2**30:.2f}", _ratio(r, key, "sft"), _ratio(r, key, "vaccine")]
         phases = r["phases"]
         two_pass = r["method"] in ("vaccine", "t-vaccine")
         cells += [f"{phases['pass1_s']:.3f}" if two_pass else "–", f"{phases['pass2_s']:.3f}",
@@ -520,69 +546,63 @@ def markdown(results: list[dict], command: str, settings: Settings) -> str:
                   f"{phases['probe_once_s']:.3f}" if r["method"] == "t-vaccine" else "–"]
         lines.append("| " + " | ".join(cells) + " |")
     model = f"shape {settings.shape} (random weights)" if settings.shape else f"model {settings.model}"
-    drawn = [f"{r['label']}: drawn {r['selected_layers']}, uncheckpointed {r['uncheckpointed_layers']}"
-             for r in done if r.get("selected_layers")]
-    probe = next((r["probe_batch_size"] for r in done if "probe_batch_size" in r), None)
-    notes = [f"{model}, {first.get('layers', '?')} layers, LoRA r=8 on every projection, batch {settings.batch} x "
-             f"{settings.seq_len} tokens, the same batch at every step; step time: mean of steps 2-{settings.steps}"
+    lora = first.get("lora", {})
+    if first.get("device") == "cuda":
+        memory = "CUDA peak allocated (reserved) of each step, the peak reset at its start"
+    elif first.get("memory_per_step"):
+        memory = "each step's peak resident set (VmHWM, reset through /proc/self/clear_refs at its start)"
+    else:
+        memory = "the process's peak resident set so far (no per-step reset on this system)"
+    notes = [f"{model}, {first.get('layers', '?')} layers, LoRA r={lora.get('r')}, alpha {lora.get('alpha')}, dropout "
+             f"{lora.get('dropout')} on every projection; batch {settings.batch} x {settings.seq_len} tokens, the same "
+             f"batch at every step; step 0 a warm-up, then {settings.steps} timed steps: the median, its range and "
+             f"sd; ratios of medians to the jobs of this run"
              + (", the GPU synchronised at every phase boundary." if first.get("device") == "cuda" else "."),
-             "pass 2: training under the perturbation (for SFT, RepNoise, TAR: the whole forward and backward; "
-             "TAR's simulated attack is in the JSON); optimizer: the rest of the step"
-             + (f"; probe: T-Vaccine's layer probe on {probe} sample(s), in step 1 only." if probe else ".")]
-    if drawn:
-        notes.append("T-Vaccine layers: " + "; ".join(drawn) + ".")
+             f"memory: {memory}; the largest over the timed steps.",
+             "pass 2: training under the perturbation (for SFT, RepNoise, TAR: the whole forward and backward); "
+             "optimizer: the rest of the step; probe: T-Vaccine's layer probe, in the warm-up step only."]
+    drawn = {r["label"]: f"drawn {r['selected_layers']}, never checkpointed {r['uncheckpointed_layers']}"
+             for r in done if r.get("selected_layers")}
+    if len(set(drawn.values())) == 1:
+        notes.append(f"T-Vaccine layers, every job: {next(iter(drawn.values()))}.")
+    elif drawn:
+        notes.append("T-Vaccine layers: " + "; ".join(f"{job}: {text}" for job, text in drawn.items()) + ".")
     if any(r.get("amortised") for r in done):
-        notes.append("accelerated T-Vaccine: step time amortised over tau steps, one search step (the same "
-                     "T-Vaccine job at tau 1 unless it fell in steps 2-N) and tau - 1 plain steps of its own.")
+        notes.append("accelerated T-Vaccine: step amortised over tau steps, one search step (the same T-Vaccine job "
+                     "at tau 1 unless one fell in the timed steps) and tau - 1 plain steps of its own (medians).")
     if not all(r.get("isolated") for r in results):
-        notes.append("the methods ran in one process: peak RSS is the process's, not each method's.")
+        notes.append("the jobs ran in one process.")
     device = first.get("device_name", "unknown")
     threads = f" ({first['cpu_model']}, torch threads: {first['threads']})" if first.get("device") == "cpu" else ""
-    return (header(command, device + threads, first.get("dtype", "?")) + f"\n{chr(10).join(lines)}\n\n"
-            + "".join(f"- {n}\n" for n in notes) + tradeoff_table(results))
+    return (header(command, device + threads, first.get("precision", "?")) + f"\n{chr(10).join(lines)}\n\n"
+            + "".join(f"- {n}\n" for n in notes) + checkpoint_table(results))
 
 
-def _ratio(value, base) -> str:
-    return f"{value / base:.2f}" if base else "–"
-
-
-def tradeoff_table(results: list[dict]) -> str:
-    """T-Vaccine against Vaccine, one row per T-Vaccine job: how its checkpointing was planned and
-    what it cost (only when the run asked for checkpoint modes, budgets, tau or ablations)."""
-    asked = [r for r in results if r.get("checkpoint_unselected") is not None or r.get("budget_fraction") is not None
-             or (r.get("perturbation_interval") or 1) > 1 or r.get("ablation")]
+def checkpoint_table(results: list[dict]) -> str:
+    """T-Vaccine against Vaccine, one row per T-Vaccine job: how many unselected layers ran
+    checkpointed, and the step and peak that cost (when the run asked for checkpoint modes or tau)."""
+    asked = [r for r in results if r.get("checkpoint_unselected") is not None
+             or (r.get("perturbation_interval") or 1) > 1]
     if not asked:
         return ""
-    vaccine = next((r for r in results if r["method"] == "vaccine" and not r.get("ablation") and "error" not in r), {})
-    head = ["job", "budget (GiB)", "layers checkpointed", "estimated peak (GiB)", "measured peak (GiB)",
-            "peak / Vaccine", "step (s)", "step / Vaccine", "pass 1 (s)", "pass 2 (s)", "pass 2s from pass 1's state"]
+    key = memory_keys(results)[0]
+    head = ["job", "checkpointed / unselected layers", "step, median (s)", "min–max (s)", "step / Vaccine",
+            f"{TITLES[key]} (GiB)", "peak / Vaccine"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    rows = [r for r in results if r["method"] in ("vaccine", "t-vaccine")]
-    for r in rows:
-        if "error" in r:
-            lines.append(f"| {r['label']} | failed: {r['error']} |" + " |" * (len(head) - 2))
+    for r in results:
+        if r["method"] not in ("vaccine", "t-vaccine"):
             continue
-        key = budget_key(r)
-        plan = next((e for e in reversed(r.get("checkpoint_plans", [])) if not e.get("calibration")), None)
-        estimate = f"{plan['estimated_peak_bytes'] / 2**30:.2f}" if plan else "–"
-        if r["method"] == "t-vaccine":
-            ckpt = len(set(r["checkpointed_layers"]) & set(r["recording_layers"]))
-            covered = f"{ckpt} of {len(r['recording_layers'])}"
-            if plan and plan.get("pass1_checkpointed") is not None:
-                covered += f" (pass 1: {len(set(plan['pass1_checkpointed']) & set(r['recording_layers']))})"
-        else:
-            covered = "–"
-        budget = f"{r['memory_budget_gib']:.2f}" if r.get("memory_budget_gib") else "–"
-        cells = [r["label"], budget, covered, estimate, f"{r[key] / 2**30:.2f}", _ratio(r[key], vaccine.get(key)),
-                 f"{r['mean_step_s']:.3f}", _ratio(r["mean_step_s"], vaccine.get("mean_step_s")),
-                 f"{r['phases']['pass1_s']:.3f}", f"{r['phases']['pass2_s']:.3f}",
-                 str(r.get("reused_hidden_states", "–"))]
-        lines.append("| " + " | ".join(cells) + " |")
-    return ("\n## T-Vaccine against Vaccine\n\n" + "\n".join(lines) + "\n\n"
-            "- layers checkpointed: in pass 2 of the last step, of the layers that could be: neither drawn, nor kept "
-            "uncheckpointed next to a drawn one, nor below the lowest trainable layer (those record nothing either "
-            "way); `auto` gives pass 1 its own plan. Estimated peak: the `auto` planner's estimate of its last plan; "
-            "measured peak: the process's, as in the table above.\n")
+        if "error" in r:
+            lines.append(_failed(r, len(head)))
+            continue
+        covered = f"{len(r['checkpointed_layers'])} / {r['unselected_layers']}" if r["method"] == "t-vaccine" else "–"
+        lines.append("| " + " | ".join([r["label"], covered, f"{r['median_step_s']:.3f}", _spread(r),
+                                        _ratio(r, "median_step_s", "vaccine"), f"{r[key] / 2**30:.2f}",
+                                        _ratio(r, key, "vaccine")]) + " |")
+    return ("\n## T-Vaccine by checkpointed layers\n\n" + "\n".join(lines) + "\n\n"
+            "- checkpointed / unselected: of the layers neither drawn nor kept next to a drawn one, how many ran "
+            "checkpointed in the last step (`checkpoint_unselected` k checkpoints the k farthest from the drawn "
+            "layers). The fastest row whose peak fits your memory is the setting to use.\n")
 
 
 def default_out(settings: Settings, results: list[dict]) -> Path:
@@ -616,8 +636,10 @@ def main(argv: list[str] | None = None) -> int:
                                       "model, when no --shape is given)")
     parser.add_argument("--batch", type=int, default=10, help="sequences per step (papers: 10)")
     parser.add_argument("--seq-len", type=int, default=200, help="tokens per sequence (papers: 200)")
-    parser.add_argument("--steps", type=int, default=5, help="optimizer steps; the mean skips the first")
-    parser.add_argument("--dtype", help="fp32, bf16 or fp16 (default: bf16 on a GPU, fp32 on CPU)")
+    parser.add_argument("--steps", type=int, default=10, help="timed optimizer steps, after one warm-up step")
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
+                        help="as alignment runs: auto (bf16 on a GPU and on a CPU with native bf16, as autocast over "
+                             "fp32 weights on a CPU; else fp32), fp32 or bf16")
     parser.add_argument("--cpu", action="store_true", help="run on CPU even when a GPU is present")
     parser.add_argument("--methods", default=",".join(METHOD_ORDER))
     parser.add_argument("--layers-per-draw", default="", help="T-Vaccine's S values, e.g. 4,8,16: one run each "
@@ -626,14 +648,10 @@ def main(argv: list[str] | None = None) -> int:
                                                                f"{', '.join(TRAINABLE_SCOPES)} (default: the "
                                                                "project's default)")
     parser.add_argument("--checkpoint-modes", default="", help="T-Vaccine's checkpoint_unselected values, one run "
-                                                               f"each: {', '.join(CHECKPOINT_MODES)}")
-    parser.add_argument("--budgets", default="", help="with auto among the checkpoint modes: memory budgets as "
-                                                      "fractions of Vaccine's peak in this run, one run each, "
-                                                      "e.g. 0.7,0.8,0.9,1.0")
+                                                               "each: true, false or a number of unselected layers "
+                                                               "run checkpointed, e.g. true,false,0,4,8")
     parser.add_argument("--perturbation-intervals", default="", help="Accelerated T-Vaccine's tau values (>= 2), one "
                                                                      "run each, e.g. 10")
-    parser.add_argument("--ablations", default="", help="switches of work the update never uses, each turned off "
-                                                        f"in one more run: {', '.join(ABLATIONS)}")
     parser.add_argument("--out", help="output folder (default: docs/results/step_cost/<shape or model>_<device>)")
     args = parser.parse_args(argv)
 
@@ -643,13 +661,14 @@ def main(argv: list[str] | None = None) -> int:
     command = "python " + shlex.join(["benchmarks/step_cost.py", *(sys.argv[1:] if argv is None else argv)])
     try:
         settings = Settings(shape=args.shape, model=None if args.shape else args.model or DEFAULT_MODEL,
-                            batch=args.batch, seq_len=args.seq_len, steps=args.steps, dtype=args.dtype, cpu=args.cpu,
-                            methods=parse_list(args.methods), layers_per_draw=parse_list(args.layers_per_draw, int),
+                            batch=args.batch, seq_len=args.seq_len, steps=args.steps, precision=args.precision,
+                            cpu=args.cpu, methods=parse_list(args.methods),
+                            layers_per_draw=parse_list(args.layers_per_draw, int),
                             trainable_scopes=parse_list(args.trainable_scopes),
-                            checkpoint_modes=parse_list(args.checkpoint_modes), budgets=parse_list(args.budgets, float),
-                            perturbation_intervals=parse_list(args.perturbation_intervals, int),
-                            ablations=parse_list(args.ablations))
+                            checkpoint_modes=parse_list(args.checkpoint_modes, checkpoint_mode),
+                            perturbation_intervals=parse_list(args.perturbation_intervals, int))
         settings.validate()
+        print(command, file=sys.stderr)
         results = run_jobs(settings, log=lambda line: print(line, file=sys.stderr))
     except UserError as exc:
         print(f"step_cost: error: {exc}", file=sys.stderr)

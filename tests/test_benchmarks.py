@@ -37,10 +37,16 @@ def test_step_cost_on_the_tiny_shape(tmp_path):
     by_method = {r.get("trainable_scope") or r["method"]: r for r in saved}
     assert list(by_method) == ["sft", "vaccine", "reference", "drawn"]
     for result in saved:
-        assert result["layers"] == 4 and len(result["step_times_s"]) == 3
-        assert result["mean_step_s"] == pytest.approx(statistics.fmean(result["step_times_s"][1:]))
-        assert result["mean_step_s"] > 0 and result["peak_rss_bytes"] > 0
-        for key in ("mean_step_s", "peak_rss_bytes"):
+        times = result["step_times_s"]
+        assert result["layers"] == 4 and len(times) == 3 and result["warmup_step_s"] > 0  # the warm-up is not timed
+        assert result["median_step_s"] == pytest.approx(statistics.median(times))
+        assert result["step_s"]["min"] == min(times) and result["step_s"]["max"] == max(times)
+        assert result["step_s"]["sd"] == pytest.approx(statistics.stdev(times))
+        assert result["lora"]["dropout"] == 0.1 and result["precision"] in ("fp32", "bf16 (autocast, fp32 weights)")
+        # One peak per timed step, each read after resetting the high-water mark (Linux) at the step's start.
+        peaks = result["step_peaks"]["peak_rss_bytes"]
+        assert len(peaks) == 3 and result["peak_rss_bytes"] == max(peaks) > 0
+        for key in ("median_step_s", "peak_rss_bytes"):
             for base in ("sft", "vaccine"):
                 assert result["ratios"][key][base] == pytest.approx(result[key] / by_method[base][key])
     assert by_method["sft"]["phases"]["pass1_s"] == 0 < by_method["vaccine"]["phases"]["pass1_s"]
@@ -53,14 +59,32 @@ def test_step_cost_on_the_tiny_shape(tmp_path):
     text = (out / "step_cost.md").read_text()
     assert text.startswith("```\npython benchmarks/step_cost.py --shape tiny\n```\n\ncommit ")
     vaccine = by_method["vaccine"]
-    assert (f"| Vaccine (rho 2) | {vaccine['mean_step_s']:.3f} | {vaccine['ratios']['mean_step_s']['sft']:.2f} "
-            f"| 1.00 | {vaccine['peak_rss_bytes'] / 2**30:.2f} |") in text
+    spread = vaccine["step_s"]
+    assert (f"| Vaccine (rho 2) | {vaccine['median_step_s']:.3f} | {spread['min']:.3f}–{spread['max']:.3f}, "
+            f"sd {spread['sd']:.3f} | {vaccine['ratios']['median_step_s']['sft']:.2f} | 1.00 | "
+            f"{vaccine['peak_rss_bytes'] / 2**30:.2f} |") in text
     assert "| T-Vaccine S=2/4, reference scope (rho 3) |" in text and "| T-Vaccine S=2/4, drawn scope (rho 3) |" in text
+
+
+def test_step_peak_memory_is_reset_every_step():
+    """A step that allocates less than the one before it reads its own, lower peak (Linux)."""
+    memory = step_cost.StepMemory(torch.device("cpu"))
+    if not memory.per_step:
+        pytest.skip("no /proc/self/clear_refs here")
+    memory.reset()
+    big = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
+    first = memory.peak()["peak_rss_bytes"]
+    del big
+    memory.reset()
+    small = torch.ones(2**20 // 4)
+    second = memory.peak()["peak_rss_bytes"]
+    del small
+    assert first - second > 32 * 2**20
 
 
 @pytest.mark.parametrize("argv, message", [
     (["--shape", "llama-9b"], "unknown shape 'llama-9b'"),
-    (["--shape", "tiny", "--steps", "1"], "steps must be >= 2"),
+    (["--shape", "tiny", "--steps", "0"], "steps must be >= 1"),
     (["--shape", "tiny", "--methods", "sft,magic"], "methods must be distinct names"),
     (["--shape", "tiny", "--layers-per-draw", "2,9"], "S = 9 layers per draw, but tiny has 4 layers"),
     (["--shape", "tiny", "--layers-per-draw", "2,x"], "not a comma-separated list of int"),

@@ -64,11 +64,11 @@ def test_perturbation_global_norm_equals_rho():
     assert all(perturbation[i].shape == grads[i].shape for i in range(4))
 
 
-def test_lean_pass_one_matches_a_naive_full_backward():
+def test_pass_one_matches_a_naive_full_backward():
     model = _lora_b_nonzero(lora_model())
     batch = token_batch()
     hooks = AttentionHooks(find_decoder_layers(model))
-    lean, _ = attention_output_grads(hooks, range(4), lambda: model(**batch).loss)
+    grads, _ = attention_output_grads(hooks, range(4), lambda: model(**batch).loss)
     assert all(p.grad is None for p in model.parameters())  # no parameter gradient written
     with hooks.capture(range(4)) as captured:
         loss = model(**batch).loss
@@ -76,9 +76,9 @@ def test_lean_pass_one_matches_a_naive_full_backward():
         h.retain_grad()
     loss.backward()
     for index in range(4):
-        torch.testing.assert_close(lean[index], captured[index].grad)
+        torch.testing.assert_close(grads[index], captured[index].grad)
     naive, _ = worst_case_perturbation({i: h.grad for i, h in captured.items()}, 2.0)
-    ours, _ = worst_case_perturbation(lean, 2.0)
+    ours, _ = worst_case_perturbation(grads, 2.0)
     for index in range(4):
         torch.testing.assert_close(ours[index], naive[index])
 

@@ -7,7 +7,6 @@ optimizer step uses pass-2 gradients only.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 
 import torch
@@ -69,26 +68,14 @@ class VaccineTrainer(AlignmentTrainer):
     ```
     """
 
-    # Work the update never uses, skipped; each switch exists so that tests and benchmarks/step_cost.py
-    # can compare the update and the cost with and without it.
-    lean_pass1 = True  # pass 1 records no graph below the lowest perturbed output (perturbation.py)
-    reuse_lower_hidden_state = True  # T-Vaccine: pass 2 starts from pass 1's hidden state (see there)
-
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.hooks = AttentionHooks(find_decoder_layers(self.model))
         self._perturbation = None
-        self._lower_state = None  # (layer index k, pass 1's output of layer k - 1) for this micro-batch
-        self.reused_hidden_states = 0  # pass 2s that started at a layer above 0
 
     def perturbed_layers(self) -> list[int]:
         """Vaccine perturbs every decoder layer; T-Vaccine narrows this."""
         return list(range(len(self.hooks.layers)))
-
-    def reusable_lower_layers(self, inputs) -> int:
-        """k: the hidden state entering layer k is the same in pass 2 as in pass 1, so pass 2 may start
-        there. 0 for Vaccine, which trains and perturbs every layer."""
-        return 0
 
     def _step_mode(self) -> str:
         """'search', 'reuse' or 'plain', decided by the optimizer step alone, so that every rank and
@@ -115,14 +102,10 @@ class VaccineTrainer(AlignmentTrainer):
     def search_perturbation(self, model, inputs, num_items_in_batch=None) -> None:
         model.train()
         inputs = self._prepare_inputs(inputs)
-        start = self.reusable_lower_layers(inputs) if self.reuse_lower_hidden_state else 0
         # Pass 1 needs no gradient all-reduce under DDP; only activation gradients are computed.
-        with self.accelerator.no_sync(model), contextlib.ExitStack() as stack:
-            below = stack.enter_context(self.hooks.record_layer_output(start - 1)) if start > 0 else {}
+        with self.accelerator.no_sync(model):
             grads, _ = attention_output_grads(self.hooks, self.perturbed_layers(),
-                                              lambda: self._loss(model, inputs, num_items_in_batch),
-                                              lean=self.lean_pass1)
-        self._lower_state = (start, below["output"]) if "output" in below else None
+                                              lambda: self._loss(model, inputs, num_items_in_batch))
         self._perturbation, norm = worst_case_perturbation(grads, self.args.rho)
         if not torch.isfinite(norm):
             raise FloatingPointError(f"the attention-output gradient norm became {norm.item()} at step "
@@ -136,10 +119,5 @@ class VaccineTrainer(AlignmentTrainer):
         if mode == "search":
             self.search_perturbation(model, inputs, num_items_in_batch)
         perturbation = self._perturbation if mode == "search" else self._fitted_perturbation(inputs)
-        lower, self._lower_state = (self._lower_state if mode == "search" else None), None
-        with contextlib.ExitStack() as stack:
-            if lower is not None:  # pass 2 starts where it first differs from pass 1
-                stack.enter_context(self.hooks.skip_layers_below(*lower))
-                self.reused_hidden_states += 1
-            stack.enter_context(self.hooks.perturb(perturbation))
+        with self.hooks.perturb(perturbation):
             return super().training_step(model, inputs, num_items_in_batch)
