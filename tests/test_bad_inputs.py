@@ -257,7 +257,9 @@ CASES = [
      "could not load judge llama-guard.*couldn't find them in the cached files"),
     ("align-offline-hub-id", ["align", "--out", "out", "--model", "gpt2"], "not in the local Hugging Face cache"),
     ("run-offline-hub-id", *run(config(model="gpt2", isolate_alignment=False)), "not in the local Hugging Face cache"),
-    ("data-offline-hub-source", ["data", "show", "beavertails"], "could not load PKU-Alignment/BeaverTails"),
+    ("data-offline-hub-source", ["data", "show", "beavertails"],
+     "beavertails: PKU-Alignment/BeaverTails is not in the data mirror and the Hugging Face hub did not give it"),
+    ("data-fetch-no-mirror", ["data", "fetch", "beavertails"], "data fetch needs a mirror folder"),
     ("generate-unknown-model-type", ["generate", "hi", "--model", "unknown_type"], "'nosuchtype' is not a model type"),
     # issue 25, questionable: a sweep value listed twice is refused, like a method or a seed listed twice
     ("run-sweep-value-twice", *run(config(attack={"n": 10, "p": [0.2, 0.2]})), r"attack.p lists a value twice"),
@@ -341,6 +343,7 @@ def _cut_gguf(folder) -> bytes:
 def workdir(tmp_path, tmp_path_factory, monkeypatch):
     """A working folder with the files the cases refer to, as the current directory."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TVACCINE_DATA", raising=False)  # no data mirror: a hub source is a hub source
     _user_files(tmp_path)
     _saved_generations(tmp_path)
     (tmp_path / "cut.gguf").write_bytes(_cut_gguf(tmp_path_factory.getbasetemp()))

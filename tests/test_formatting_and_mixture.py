@@ -49,16 +49,17 @@ def test_truncation_drops_and_counts_samples_without_response_tokens(tokenizer):
 def test_mixture_counts_are_exact(n, p):
     safety = load_source("builtin:safety")
     benign = load_source("builtin:sentiment").split("train")
-    mixture = build_mixture(benign, safety.split("harmful"), n, p, seed=3, eval_prompts=safety.split("eval"))
+    mixture = build_mixture(benign, safety.split("compliance_template"), n, p, seed=3,
+                            eval_prompts=safety.split("eval"))
     assert len(mixture) == n
     assert sum(r["is_harmful"] for r in mixture) == round(p * n)
-    assert build_mixture(benign, safety.split("harmful"), n, p, seed=3) == mixture  # seeded
+    assert build_mixture(benign, safety.split("compliance_template"), n, p, seed=3) == mixture  # seeded
     harmful_prompts = {r["instruction"] for r in mixture if r["is_harmful"]}
     assert not harmful_prompts & {r["instruction"] for r in safety.split("eval")}
 
 
 def test_mixture_rejects_bad_ratios_sizes_and_leaks():
-    harmful = load_source("builtin:safety").split("harmful")
+    harmful = load_source("builtin:safety").split("compliance_template")
     benign = load_source("builtin:sentiment").split("train")
     with pytest.raises(UserError, match=r"p must be in \[0, 1\]"):
         build_mixture(benign, harmful, 10, 1.5)

@@ -105,7 +105,8 @@ def _add_option(parser, flag: str, dest: str, hint, help: str, shown: str, metad
     from tvaccine.config import admits_list
 
     metadata = metadata or {}
-    kwargs = {"dest": dest, "default": argparse.SUPPRESS, "help": f"{help} (default: {shown})"}
+    # argparse formats help with %: a literal one in a field's help must not end --help in a traceback.
+    kwargs = {"dest": dest, "default": argparse.SUPPRESS, "help": f"{help} (default: {shown})".replace("%", "%%")}
     members = [m for m in typing.get_args(hint) if m is not type(None)] or [hint]
     if members == [bool]:
         parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
@@ -164,7 +165,7 @@ def _add_method_options(parser) -> None:
         shown = next(iter(defaults.values())) if len(set(defaults.values())) == 1 else \
             ", ".join(f"{m} {d}" for m, d in defaults.items())
         _add_option(group, _flag(name), f"knob:{name}", type_hints(config_class)[name],
-                    f"[{', '.join(methods)}] {field.metadata.get('help', '')}", shown)
+                    f"[{', '.join(methods)}] {field.metadata.get('help', '')}", shown, field.metadata)
 
 
 def _add_model_options(parser) -> None:
