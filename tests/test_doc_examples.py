@@ -1,8 +1,9 @@
 """Every ```python block of README.md and docs/*.md runs, so the examples cannot rot.
 
 A page's blocks run in order in one namespace and one scratch folder, as a reader would paste
-them. The models they name are swapped for a tiny random Llama with a chat template, so a page
-takes seconds and needs no download."""
+them. The models they name are swapped for a tiny random Llama with a chat template, and the data
+mirror is a tiny one in the real layouts, so a page takes seconds and needs no download. Methods a
+page registers are forgotten after it."""
 
 import importlib.util
 import re
@@ -10,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+import tvaccine.methods
+from tiny_mirror import write_tiny_mirror
 from tiny_models import tiny_chat_model_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,9 +31,10 @@ def tiny_chat_model(tmp_path_factory):
     return tiny_chat_model_dir(tmp_path_factory.mktemp("models") / "tiny-chat")
 
 
-def test_the_python_page_has_both_scripts():
+def test_the_python_page_has_its_three_scripts():
     blocks = python_blocks((ROOT / "docs" / "python.md").read_text(encoding="utf-8"))
-    assert len(blocks) == 2 and "TVaccineTrainer(" in blocks[0] and "run_attack(" in blocks[1]
+    assert len(blocks) == 3 and "TVaccineTrainer(" in blocks[0] and "run_attack(" in blocks[1]
+    assert "@register_method(" in blocks[2] and "run_alignment(" in blocks[2]
 
 
 def test_blocks_are_found_only_in_python_fences():
@@ -43,6 +47,9 @@ def test_every_python_block_runs(page, tiny_chat_model, tmp_path, monkeypatch):
     blocks = python_blocks((ROOT / page).read_text(encoding="utf-8"))
     if not blocks:
         pytest.skip(f"{page} has no Python block")
+    write_tiny_mirror(tmp_path / "data")
+    monkeypatch.setenv("TVACCINE_DATA", str(tmp_path / "data" / "mirror"))
+    monkeypatch.setattr(tvaccine.methods, "_REGISTRY", dict(tvaccine.methods._REGISTRY))
     monkeypatch.chdir(tmp_path)
     namespace = {"__name__": "__doc_example__"}
     for number, code in enumerate(blocks, 1):

@@ -146,7 +146,27 @@ def test_shown_commands_are_found_in_shell_blocks_only():
 
 
 def test_the_layout_names_every_module():
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    layout = readme.split("## Layout", 1)[-1].split("\n## ", 1)[0]
+    page = (ROOT / "docs" / "contributing.md").read_text(encoding="utf-8")
+    layout = page.split("## Layout", 1)[-1].split("\n## ", 1)[0]
     modules = sorted({p.name for p in (ROOT / "src" / "tvaccine").rglob("*.py")})
     assert [m for m in modules if m not in layout] == []
+
+
+def test_the_first_screen_has_install_quick_start_gpu_command_and_python():
+    """The first 40 lines: the pitch, install with the torch index for CPU and CUDA, the quick start, the
+    papers' setting on a GPU and a whole Python example."""
+    lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    first = "\n".join(lines[:40])
+    for needed in ("**Status:**", "download.pytorch.org/whl/cpu", "/whl/cu", "pip install tvaccine",
+                   "tvaccine run --preset smoke", "tvaccine align", "tvaccine attack", "tvaccine evaluate",
+                   "tvaccine run --preset paper", "GB", "TVaccineTrainer("):
+        assert needed in first, f"{needed!r} is not in the README's first 40 lines"
+    start = lines.index("```python")
+    assert lines.index("```", start) < 40, "the Python example must end by line 40"
+
+
+def test_no_page_names_an_internal_issue_or_a_path_outside_the_repository():
+    pattern = re.compile(r"\bissues? #?\d+|calibration notes|\.\./shared|/work/", re.IGNORECASE)
+    hits = [f"{page.relative_to(ROOT)}:{number}: {line.strip()}" for page in _pages(ROOT)
+            for number, line in enumerate(page.read_text(encoding="utf-8").splitlines(), 1) if pattern.search(line)]
+    assert hits == []
