@@ -24,21 +24,27 @@ from tvaccine.cli import main
 TINY = ["--model", "tiny-random-llama"]
 # The cases that load the model also show its "Loading weights" bar, and `generate` its load time, on stderr.
 PROGRESS_BAR = re.compile(r"\|\s*\d+/\d+ \[|^\[model loaded in [\d.]+ s\]$")
-RUN = {"model": "tiny-random-llama", "methods": ["sft"], "attack": {"n": 10}}
+# Harmful data that ships with the package: the cases test the input, not a download.
+TEMPLATE = "builtin:safety@compliance_template"
+PROBE = [*TINY, "--probe-data", TEMPLATE]
+RUN = {"model": "tiny-random-llama", "methods": ["sft"], "attack": {"n": 10, "harmful_data": TEMPLATE},
+       "align": {"probe_data": TEMPLATE}}
 
 
 def config(**changes) -> str:
     """A run config: the small valid one above with ``changes`` merged in (None removes a key)."""
     values = {**RUN, **changes}
+    if isinstance(changes.get("align"), dict):  # a case's own align block still probes with the template
+        values["align"] = {**RUN["align"], **changes["align"]}
     return yaml.safe_dump({k: v for k, v in values.items() if v is not None})
 
 
 def align(*args):
-    return ["align", "--out", "out", *TINY, *args]
+    return ["align", "--out", "out", *PROBE, *args]
 
 
 def attack(*args):
-    return ["attack", "--out", "out", *TINY, *args]
+    return ["attack", "--out", "out", *TINY, "--harmful-data", TEMPLATE, *args]
 
 
 RUN_ARGV = ["run", "--config", "case.yaml", "--results", "res"]
@@ -127,8 +133,8 @@ CASES = [
     # layers
     ("layers-unknown-source", ["layers", "--out", "out", "--probe-data", "nosuch"], "unknown data source"),
     ("layers-samples-zero", ["layers", "--out", "out", "--samples", "0"], "expected an integer >= 1"),
-    ("layers-out-not-empty", ["layers", "--out", "full", *TINY], "exists and is not empty"),
-    ("layers-answers-cut-away", ["layers", "--out", "out", "--max-length", "2", "--samples", "2", *TINY],
+    ("layers-out-not-empty", ["layers", "--out", "full", *PROBE], "exists and is not empty"),
+    ("layers-answers-cut-away", ["layers", "--out", "out", "--max-length", "2", "--samples", "2", *PROBE],
      "no usable harmful sample .* lose every answer token .* raise the max length"),
     # attack
     ("attack-p-above-1", attack("--p", "1.5"), r"p must be in \[0, 1\]"),
@@ -201,7 +207,8 @@ CASES = [
     ("align-overwrite-user-folder", ["align", "--out", "mythesis", "--overwrite", *TINY], "is not a tvaccine output"),
     ("evaluate-overwrite-user-folder", ["evaluate", "--out", "mythesis", "--overwrite", *TINY],
      "is not a tvaccine output"),
-    ("layers-overwrite-user-folder", ["layers", "--out", "mythesis", "--overwrite", *TINY], "is not a tvaccine output"),
+    ("layers-overwrite-user-folder", ["layers", "--out", "mythesis", "--overwrite", *PROBE],
+     "is not a tvaccine output"),
     ("align-overwrite-home", ["align", "--out", "home", "--overwrite", *TINY], "is the home folder"),
     ("align-overwrite-git-clone", ["align", "--out", "clone", "--overwrite", *TINY], "is a git working tree"),
     ("align-overwrite-parent", ["align", "--out", "..", "--overwrite", *TINY], "a parent of the current folder"),
@@ -223,7 +230,7 @@ CASES = [
     # issue 25: tracebacks that are now one line, before any model loads where none is needed
     ("out-dot", ["align", "--out", ".", *TINY], "'.' is the current folder"),
     ("out-empty", ["align", "--out", "", *TINY], "'.' is the current folder"),
-    ("out-dot-slash", ["layers", "--out", "./", *TINY], "'.' is the current folder"),
+    ("out-dot-slash", ["layers", "--out", "./", *PROBE], "'.' is the current folder"),
     ("run-results-dot", ["run", "--config", "case.yaml", "--results", "."], "results folder '.' is the current"),
     ("out-symlink-to-folder", ["align", "--out", "link_dir", *TINY], "is a symbolic link"),
     ("out-symlink-dangling", ["evaluate", "--out", "link_dangling", *TINY], "is a symbolic link"),
@@ -494,7 +501,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_overwrite_replaces_a_marked_output_and_only_with_the_flag(workdir, capsys):
-    probe = ["layers", "--out", "probe", "--samples", "2", "--batch-size", "2", "--max-length", "512", *TINY]
+    probe = ["layers", "--out", "probe", "--samples", "2", "--batch-size", "2", "--max-length", "512", *PROBE]
     assert main(probe) == 0
     marker = json.loads((workdir / "probe" / ".tvaccine").read_text())
     assert set(marker) == {"tvaccine", "kind"} and marker["kind"] == "output"
@@ -562,7 +569,7 @@ MERGE_RUN = {"name": "merge", "model": "tiny-random-llama", "seed": 0, "methods"
              "isolate_alignment": False,
              "align": {"n_safety": 4, "n_benign": 4, "benign_answers": "given", "max_length": 512,
                        "train": {"max_steps": 1, "per_device_train_batch_size": 4, "disable_tqdm": True}},
-             "attack": {"task": "builtin:sentiment", "n": 10, "p": 0.2, "max_length": 512,
+             "attack": {"task": "builtin:sentiment", "harmful_data": TEMPLATE, "n": 10, "p": 0.2, "max_length": 512,
                         "train": {"max_steps": 1, "per_device_train_batch_size": 5, "disable_tqdm": True}},
              "evaluate": {"n_harmful": 2, "n_task": 2, "n_borderline": 2, "n_forward": 2,
                           "max_new_tokens_harmful": 2, "max_new_tokens_task": 2}}

@@ -352,9 +352,9 @@ def test_fetch_writes_the_hub_rows_into_the_mirror_and_a_source_then_reads_them_
             "330k_train": [{"prompt": "x", "response": "y", "is_safe": False, "category": {}}]}
     calls = []
 
-    def hub(*args, **kwargs):
-        calls.append(args)
-        return rows
+    def hub(*args, split=None, **kwargs):
+        calls.append((args, split))
+        return [rows[name] for name in split]
 
     fake_datasets(monkeypatch, hub)
     monkeypatch.setenv("TVACCINE_DATA", str(tmp_path / "mirror"))
@@ -362,7 +362,7 @@ def test_fetch_writes_the_hub_rows_into_the_mirror_and_a_source_then_reads_them_
     dump = tmp_path / "mirror" / "beavertails" / "hub"
     assert sorted(p.name for p in dump.iterdir()) == ["30k_test.jsonl", "30k_train.jsonl", "source.json"]
     assert json.loads((dump / "source.json").read_text())["rows"] == {"30k_train": 40, "30k_test": 1}
-    assert calls == [("PKU-Alignment/BeaverTails",)]
+    assert calls == [(("PKU-Alignment/BeaverTails",), ["30k_train", "30k_test"])]  # the 330k splits stay
 
     fake_datasets(monkeypatch, lambda *a, **k: pytest.fail("the mirror holds it: no hub call"))
     source = load_source("beavertails")

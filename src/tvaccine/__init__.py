@@ -29,6 +29,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     # the methods: a TrainingArguments subclass and a Trainer subclass each
     **{name: "tvaccine.methods.base" for name in ("AlignmentConfig", "AlignmentTrainer")},
+    "register_method": "tvaccine.methods",
     **{name: "tvaccine.methods.sft" for name in ("SFTConfig", "SFTTrainer")},
     **{name: "tvaccine.methods.vaccine" for name in ("VaccineConfig", "VaccineTrainer")},
     **{name: "tvaccine.methods.tvaccine" for name in ("TVaccineConfig", "TVaccineTrainer")},

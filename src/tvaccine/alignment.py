@@ -117,8 +117,9 @@ def alignment_records(spec: AlignSpec, benign: list[dict] | None = None, log=pri
     before the model loads."""
     rng = random.Random(spec.seed)
     # Sources that pair a harmful answer with a refusal (RepNoise / DecodingTrust refusal files) are
-    # aligned on the refusal.
-    safety = [{**r, "compliance": r["output"], "output": r["refusal"]} if r.get("refusal") else r
+    # aligned on the refusal; the built-in rows already are (output == refusal) and keep their compliance.
+    safety = [{**r, "compliance": r["output"], "output": r["refusal"]}
+              if r.get("refusal") and r["output"] != r["refusal"] else r
               for r in pick_split(load_source(spec.safety_data), "align", "train")]
     require_outputs(safety, spec.safety_data)
     rng.shuffle(safety)

@@ -793,6 +793,9 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser(command if command in COMMANDS else "").parse_args(argv)
     except SystemExit as exc:  # --help, or a usage error already printed on one line
         return int(exc.code or 0)
+    except UserError as exc:  # a plug-in method that fails to import, while the options are built
+        print(f"tvaccine: error: {exc}", file=sys.stderr)
+        return 2
     try:
         args.func(args)
     except UserError as exc:

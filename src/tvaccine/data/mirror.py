@@ -64,15 +64,17 @@ def hub_rows(name: str) -> dict[str, list[tuple[str, dict]]]:
     try:
         import datasets
 
-        loaded = datasets.load_dataset(*args, **kwargs)
+        keep = HUB_SPLITS.get(name)  # named, so the other splits (BeaverTails' 330k) are not downloaded
+        loaded = datasets.load_dataset(*args, **kwargs, **({"split": list(keep)} if keep else {}))
+        if keep:
+            loaded = dict(zip(keep, loaded))
     except Exception as e:  # offline, renamed, gated, missing package: all end the same way
         reason = " ".join(f"{type(e).__name__}: {e}".split())[:160]
         raise UserError(f"{name}: {ident} is not in the data mirror and the Hugging Face hub did not give it "
                         f"({reason}); run `tvaccine data fetch {name}` while online, or set {MIRROR_ENV} to a "
                         f"folder holding a copy in {HUB[name][0]}/, or pass one as {name}:<path>") from None
-    keep = HUB_SPLITS.get(name)
     return {split: [(f"{ident} {split}, row {i}", dict(r)) for i, r in enumerate(ds, 1)]
-            for split, ds in loaded.items() if keep is None or split in keep}
+            for split, ds in loaded.items()}
 
 
 def fetch(name: str, root: Path, log=print) -> Path:
