@@ -9,12 +9,12 @@ and the Hugging Face hub (through ``datasets`` and its cache) only when the mirr
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
 
 from tvaccine.errors import UserError
+from tvaccine.results_io import write_json, write_jsonl
 
 MIRROR_ENV = "TVACCINE_DATA"
 
@@ -96,15 +96,13 @@ def fetch(name: str, root: Path, log=print) -> Path:
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     for split, split_rows in rows.items():
-        with open(partial / f"{split}.jsonl", "w", encoding="utf-8") as f:
-            for _, row in split_rows:
-                f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+        write_jsonl(partial / f"{split}.jsonl", [row for _, row in split_rows])
     _, args, kwargs = HUB[name]
     import datasets
 
-    (partial / "source.json").write_text(json.dumps(
-        {"dataset": args[0], "args": list(args[1:]), "kwargs": kwargs, "datasets": datasets.__version__,
-         "rows": {split: len(r) for split, r in rows.items()}}, indent=1) + "\n")
+    write_json(partial / "source.json", {"dataset": args[0], "args": list(args[1:]), "kwargs": kwargs,
+                                         "datasets": datasets.__version__,
+                                         "rows": {split: len(r) for split, r in rows.items()}})
     shutil.rmtree(target / "hub", ignore_errors=True)
     partial.rename(target / "hub")
     log(f"{name}: {', '.join(f'{s} {len(r)}' for s, r in rows.items())} rows -> {target / 'hub'}")
